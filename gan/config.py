@@ -1,0 +1,173 @@
+"""Typed schema of the Hydra config: one dataclass per config group.
+
+The schema is registered with Hydra's ConfigStore as ``config_schema`` and listed first in
+``conf/config.yaml``'s defaults, so every YAML option is merged into it: an unknown key or a wrong
+type fails at composition. Range checks live in ``__post_init__`` and run when the composed config
+is turned into these objects by :func:`to_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan.errors import GanError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+D_UPDATES = ("joint", "separate")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise GanError(message)
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 100
+    g_hidden: List[int] = field(default_factory=lambda: [256, 512, 1024])
+    d_hidden: List[int] = field(default_factory=lambda: [1024, 512, 256])
+    d_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}.")
+        _require(
+            len(self.g_hidden) > 0 and all(w > 0 for w in self.g_hidden),
+            f"model.g_hidden must be a non-empty list of positive widths, got {self.g_hidden}.",
+        )
+        _require(
+            len(self.d_hidden) > 0 and all(w > 0 for w in self.d_hidden),
+            f"model.d_hidden must be a non-empty list of positive widths, got {self.d_hidden}.",
+        )
+        _require(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}.")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    lr_g: Optional[float] = None  # overrides lr for the generator
+    lr_d: Optional[float] = None  # overrides lr for the discriminator
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "lr_g", "lr_d"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"optim.{name} must be positive, got {value}.")
+        _require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"optim.betas must be two numbers in [0, 1), got {self.betas}.",
+        )
+
+    @property
+    def generator_lr(self) -> float:
+        return self.lr if self.lr_g is None else self.lr_g
+
+    @property
+    def discriminator_lr(self) -> float:
+        return self.lr if self.lr_d is None else self.lr_d
+
+
+@dataclass
+class DataConfig:
+    root: str = "./data"
+    download: bool = True
+    batch_size: int = 64
+    subset: Optional[int] = None  # train on the first N images only (quick experiments)
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size > 0, f"data.batch_size must be positive, got {self.batch_size}.")
+        _require(
+            self.subset is None or self.subset > 0,
+            f"data.subset must be positive or null, got {self.subset}.",
+        )
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.name in DEVICES, f"device must be one of {', '.join(DEVICES)}, got '{self.name}'.")
+
+
+@dataclass
+class TrainConfig:
+    d_updates: str = "joint"  # "separate": the reference's two D steps (real, then fake)
+    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - label_smoothing
+    ema_decay: float = 0.999
+    precision: str = "fp32"
+    compile: bool = False
+    log_every: int = 50  # steps between progress updates and logged scalars
+
+    def __post_init__(self) -> None:
+        _require(self.d_updates in D_UPDATES, f"train.d_updates must be one of {D_UPDATES}, got '{self.d_updates}'.")
+        _require(
+            0.0 <= self.label_smoothing < 1.0,
+            f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}.",
+        )
+        _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}.")
+        _require(
+            self.precision in PRECISIONS,
+            f"train.precision must be one of {PRECISIONS}, got '{self.precision}'.",
+        )
+        _require(self.log_every > 0, f"train.log_every must be positive, got {self.log_every}.")
+
+
+@dataclass
+class Config:
+    epochs: int = 50
+    seed: int = 0
+    resume: Optional[str] = None  # path to a checkpoint to continue from
+    sample_every: int = 1  # epochs between sample grids
+    checkpoint_every: int = 10  # epochs between kept epoch_NNN.pt files; last.pt is written every epoch
+    grid_size: int = 64  # images in the fixed-noise grid
+    grid_ema: bool = True  # draw grids with the EMA generator
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}.")
+        _require(self.sample_every > 0, f"sample_every must be positive, got {self.sample_every}.")
+        _require(self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}.")
+        _require(self.grid_size > 0, f"grid_size must be positive, got {self.grid_size}.")
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str = "???"
+    n: int = 64
+    out: str = "samples.png"  # .png writes a grid; .pt or .npy writes the raw (n, 1, 28, 28) images
+    seed: int = 0
+    ema: bool = True
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.n > 0, f"n must be positive, got {self.n}.")
+
+
+def register_configs() -> None:
+    """Make the schemas available to Hydra's defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    store.store(name="sample_schema", node=SampleConfig)
+
+
+def to_config(cfg: DictConfig) -> Any:
+    """Turn a composed config into its schema's dataclass objects, running every range check."""
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        if isinstance(err.__cause__, GanError):
+            raise err.__cause__ from None
+        raise GanError(f"invalid config: {err}") from None
+
+
+register_configs()

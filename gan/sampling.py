@@ -1,0 +1,89 @@
+"""Drawing samples: image grids, raw tensors, a notebook helper, and loading a trained generator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from matplotlib.figure import Figure
+from PIL import Image
+
+from gan.checkpoint import load_checkpoint, load_weights
+from gan.config import ModelConfig
+from gan.device import resolve_device
+from gan.errors import GanError
+from gan.models import Generator, build_generator
+
+
+def noise(n: int, latent_dim: int, seed: int | None = None) -> torch.Tensor:
+    """Latent vectors drawn on the CPU, so a seed gives the same samples on every device."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return torch.randn(n, latent_dim, generator=generator)
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Images (N, 1, 28, 28) in [-1, 1] for latents ``z``, on the generator's device, in eval mode."""
+    device = next(generator.parameters()).device
+    was_training = generator.training
+    generator.eval()
+    try:
+        return torch.cat([generator(chunk.to(device)) for chunk in z.split(batch_size)])
+    finally:
+        generator.train(was_training)
+
+
+def grid_uint8(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """A (3, H, W) uint8 image grid of images in [-1, 1]; uint8 so trackers log it without rescaling."""
+    nrow = nrow or max(1, int(math.sqrt(len(images))))
+    grid = torchvision.utils.make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:
+    """Write images in [-1, 1] as one PNG grid; returns the uint8 grid."""
+    grid = grid_uint8(images, nrow)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    return grid
+
+
+def save_samples(images: torch.Tensor, path: str | Path) -> None:
+    """Write images by extension: .png a grid, .pt a tensor, .npy a numpy array (raw values in [-1, 1])."""
+    path = Path(path)
+    images = images.detach().float().cpu()
+    if path.suffix == ".png":
+        save_grid(images, path)
+    elif path.suffix == ".pt":
+        torch.save(images, path)
+    elif path.suffix == ".npy":
+        np.save(path, images.numpy())
+    else:
+        raise GanError(f"cannot write samples as '{path.suffix}'; name the output .png (grid), .pt or .npy (raw images).")
+
+
+def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | None = None) -> Figure:
+    """Draw ``n`` samples and return a matplotlib figure of them (the reference README's quick look)."""
+    images = generate(generator, noise(n, generator.latent_dim, seed)).cpu()
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    figure = Figure(figsize=(cols * 1.2, rows * 1.2))
+    for i, axes in enumerate(figure.subplots(rows, cols, squeeze=False).flat):
+        axes.axis("off")
+        if i < n:
+            axes.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1)
+    figure.tight_layout()
+    return figure
+
+
+def load_generator(checkpoint: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
+    """The generator (EMA weights by default) of a train.py checkpoint, in eval mode on ``device``."""
+    ckpt = load_checkpoint(checkpoint)
+    model_cfg = ModelConfig(**ckpt["config"]["model"])
+    generator = build_generator(model_cfg)
+    load_weights(generator, ckpt["generator_ema" if ema else "generator"], ckpt, model_cfg, "generator")
+    device = resolve_device(device) if isinstance(device, str) else device
+    return generator.to(device).eval()

@@ -1,0 +1,147 @@
+"""A short run trains and writes its files; the same seed reproduces; resume continues exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_mnist, quick_config, run_quick
+from gan.checkpoint import load_checkpoint
+from gan.errors import GanError
+from gan.history import read_metrics_csv
+from gan.training import train
+
+STATE_KEYS = ("generator", "discriminator", "generator_ema")
+
+
+def assert_same_tensors(a, b, path=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"tensors differ at {path}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"keys differ at {path}"
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{path}/{i}")
+    else:
+        assert a == b, f"values differ at {path}"
+
+
+def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
+    final = run_quick(tiny_mnist, tmp_path, "epochs=3", "checkpoint_every=2")
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    # epoch_NNN.pt at the interval and at the end; last.pt always.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_002.pt", "epoch_003.pt", "last.pt"]
+    assert (tmp_path / "losses.png").stat().st_size > 10_000
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[-1]["step"] == 3 * (256 // 64)
+    for row in rows:
+        for key in ("d_loss", "g_loss", "d_real", "d_fake", "images_per_s"):
+            assert math.isfinite(row[key])
+        assert 0 <= row["d_real"] <= 1 and 0 <= row["d_fake"] <= 1
+    assert final["epoch"] == 3
+
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (3, 12)
+    assert ckpt["fixed_noise"].shape == (16, 100)
+    assert ckpt["config"]["optim"]["lr"] == pytest.approx(2e-4)
+    assert set(STATE_KEYS) <= ckpt.keys() and {"opt_g", "opt_d", "rng"} <= ckpt.keys()
+    # The EMA generator is its own set of weights, not an alias of G.
+    assert not torch.equal(ckpt["generator"]["net.0.weight"], ckpt["generator_ema"]["net.0.weight"])
+
+
+def test_training_changes_the_weights(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path / "zero", "epochs=0")
+    assert not (tmp_path / "zero" / "checkpoints" / "last.pt").exists()
+    run_quick(tiny_mnist, tmp_path / "one", "epochs=1")
+    torch.manual_seed(0)
+    from gan.models import build_generator
+
+    initial = build_generator(quick_config(tiny_mnist).model).state_dict()
+    trained = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["generator"]
+    assert not torch.equal(initial["net.0.weight"], trained["net.0.weight"])
+
+
+def test_same_seed_gives_same_weights_and_other_seed_does_not(tiny_mnist, tmp_path):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_quick(tiny_mnist, tmp_path / name, "epochs=1", f"seed={seed}")
+    a, b, c = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in "abc")
+    for key in STATE_KEYS:
+        assert_same_tensors(a[key], b[key], key)
+    assert not torch.equal(a["generator"]["net.0.weight"], c["generator"]["net.0.weight"])
+
+
+@pytest.mark.parametrize("extra", [(), ("model.d_dropout=0.3", "train.d_updates=separate")])
+def test_resume_continues_exactly(tiny_mnist, tmp_path, extra):
+    run_quick(tiny_mnist, tmp_path / "straight", "epochs=2", *extra)
+    run_quick(tiny_mnist, tmp_path / "first", "epochs=1", *extra)
+    run_quick(tiny_mnist, tmp_path / "resumed", "epochs=2", f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}", *extra)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key in (*STATE_KEYS, "opt_g", "opt_d", "rng", "fixed_noise", "trace"):
+        assert_same_tensors(straight[key], resumed[key], key)
+    assert (resumed["epoch"], resumed["step"]) == (2, 8)
+    # The resumed run's metrics cover the whole history, not just its own epoch.
+    assert [row["epoch"] for row in read_metrics_csv(tmp_path / "resumed" / "metrics.csv")] == [1, 2]
+    for key in ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake"):
+        assert [r[key] for r in straight["history"]] == [r[key] for r in resumed["history"]]
+
+
+def test_resume_with_another_architecture_names_keys_and_overrides(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path / "large", "epochs=1", "model=large")
+    with pytest.raises(GanError, match=r"net\.0\.weight.*model\.g_hidden=\[512,1024,2048\] model\.d_hidden=\[2048,1024,512\]"):
+        run_quick(tiny_mnist, tmp_path / "base", "epochs=2", f"resume={tmp_path / 'large' / 'checkpoints' / 'last.pt'}")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("train.d_updates=separate",),
+        ("model.d_dropout=0.3", "train.label_smoothing=0.1"),
+        ("model=small", "optim.lr_g=0.001"),
+        ("train.precision=bf16",),
+        ("grid_ema=false", "train.ema_decay=0.0"),
+    ],
+)
+def test_training_options_give_finite_losses(tiny_mnist, tmp_path, overrides):
+    final = run_quick(tiny_mnist, tmp_path, "epochs=1", *overrides)
+    assert all(math.isfinite(final[key]) for key in ("d_loss", "g_loss"))
+
+
+def test_missing_dataset_without_download_says_where_to_put_the_files(tmp_path):
+    with pytest.raises(GanError, match=r"MNIST was not found under .*MNIST/raw.*train-images-idx3-ubyte.*DATA_ROOT"):
+        run_quick(tmp_path / "empty", tmp_path / "run", "data.download=false")
+
+
+def test_missing_dataset_with_failing_download_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets.mnist as mnist
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(mnist, "download_and_extract_archive", no_network)
+    with pytest.raises(GanError, match=r"download failed.*put the four IDX files"):
+        run_quick(tmp_path / "empty", tmp_path / "run", "data.download=true")
+
+
+def test_batch_larger_than_the_dataset_is_refused(tiny_mnist, tmp_path):
+    with pytest.raises(GanError, match="larger than the 256 training images"):
+        run_quick(tiny_mnist, tmp_path, "data.batch_size=1000")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_cuda_is_a_clear_error(tiny_mnist, tmp_path):
+    cfg = quick_config(tiny_mnist, "device=cuda")
+    with pytest.raises(GanError, match="device=cuda.*no usable CUDA"):
+        train(cfg, tmp_path)
+
+
+def test_subset_trains_on_fewer_images(tmp_path):
+    root = make_tiny_mnist(tmp_path / "data", n_train=512)
+    run_quick(root, tmp_path / "run", "epochs=1", "data.subset=128")
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
