@@ -34,21 +34,22 @@ def _fsync_replace(tmp: Path, path: Path) -> None:
 def save_checkpoint(state: dict[str, Any], path: Path, copies: tuple[Path, ...] = ()) -> None:
     """Write ``state`` to ``path`` (and each of ``copies``) so that a crash mid-write leaves the old file intact."""
     state = {"kind": KIND, "format_version": FORMAT_VERSION, **state}
+    temporaries = [target.with_name(f".{target.name}.tmp") for target in (path, *copies)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with open(temporaries[0], "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_replace(tmp, path)
-        for copy in copies:
-            copy_tmp = copy.with_name(f".{copy.name}.tmp")
-            shutil.copyfile(path, copy_tmp)
-            with open(copy_tmp, "rb+") as f:
+        _fsync_replace(temporaries[0], path)
+        for copy, tmp in zip(copies, temporaries[1:]):
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            _fsync_replace(copy_tmp, copy)
+            _fsync_replace(tmp, copy)
     except OSError as err:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
         raise GanError(
             f"could not write the checkpoint {path} ({err.strerror or err}); free disk space or run in a writable "
             f"folder (hydra.run.dir=...); the previous checkpoint there is untouched."

@@ -19,6 +19,7 @@ from gan.errors import GanError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+NONFINITE_POLICIES = ("stop", "skip")
 D_UPDATES = ("joint", "separate")
 
 
@@ -103,6 +104,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     log_every: int = 50  # steps between progress updates and logged scalars
+    nonfinite: str = "stop"  # on a NaN/inf loss: "stop" the run, or "skip" that optimizer step
 
     def __post_init__(self) -> None:
         _require(self.d_updates in D_UPDATES, f"train.d_updates must be one of {D_UPDATES}, got '{self.d_updates}'.")
@@ -116,15 +118,20 @@ class TrainConfig:
             f"train.precision must be one of {PRECISIONS}, got '{self.precision}'.",
         )
         _require(self.log_every > 0, f"train.log_every must be positive, got {self.log_every}.")
+        _require(
+            self.nonfinite in NONFINITE_POLICIES,
+            f"train.nonfinite must be one of {NONFINITE_POLICIES}, got '{self.nonfinite}'.",
+        )
 
 
 @dataclass
 class Config:
     epochs: int = 50
     seed: int = 0
-    resume: Optional[str] = None  # path to a checkpoint to continue from
+    resume: Optional[str] = None  # a checkpoint path, or "auto": the run directory's last.pt if present
     sample_every: int = 1  # epochs between sample grids
     checkpoint_every: int = 10  # epochs between kept epoch_NNN.pt files; last.pt is written every epoch
+    keep_last: Optional[int] = 5  # how many epoch_NNN.pt files to keep (null: all)
     grid_size: int = 64  # images in the fixed-noise grid
     grid_ema: bool = True  # draw grids with the EMA generator
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -138,6 +145,7 @@ class Config:
         _require(self.sample_every > 0, f"sample_every must be positive, got {self.sample_every}.")
         _require(self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}.")
         _require(self.grid_size > 0, f"grid_size must be positive, got {self.grid_size}.")
+        _require(self.keep_last is None or self.keep_last > 0, f"keep_last must be positive or null, got {self.keep_last}.")
 
 
 @dataclass

@@ -13,9 +13,9 @@ class GanError(Exception):
 
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Print a GanError as one line on stderr and exit with status 1 instead of a traceback."""
+    """Print a GanError as one line on stderr and exit non-zero (1 unless the error says) instead of a traceback."""
     try:
         yield
     except GanError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(getattr(err, "exit_code", 1))

@@ -74,7 +74,7 @@ def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | Non
     for i, axes in enumerate(figure.subplots(rows, cols, squeeze=False).flat):
         axes.axis("off")
         if i < n:
-            axes.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1)
+            axes.imshow(images[i, 0].numpy(), cmap="gray", vmin=-1, vmax=1)
     figure.tight_layout()
     return figure
 

@@ -1,14 +1,22 @@
-"""The training loop: config -> data, models, optimizers -> steps -> per-epoch hooks."""
+"""The training loop: config -> data, models, optimizers -> steps -> per-epoch hooks.
+
+A checkpoint holds everything the loop's future depends on (weights, optimizer moments, RNG states,
+the shuffled order and position inside an interrupted epoch), so a resumed run ends with exactly the
+weights of an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
+import math
+import signal
+import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +27,7 @@ from gan.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gan.config import Config, OptimConfig, TrainConfig
 from gan.data import training_images
 from gan.device import resolve_device
+from gan.errors import GanError
 from gan.history import TRACE_COLUMNS, plot_losses, write_metrics_csv
 from gan.models import Discriminator, Generator, build_discriminator, build_generator
 from gan.sampling import generate, noise, save_grid
@@ -26,6 +35,7 @@ from gan.sampling import generate, noise, save_grid
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+STATS = TRACE_COLUMNS[1:]  # what one step reports: d_loss, g_loss, d_real, d_fake
 
 
 class Tracker(Protocol):
@@ -34,6 +44,14 @@ class Tracker(Protocol):
     def log(self, values: dict[str, float], step: int) -> None: ...
 
     def log_grid(self, grid: torch.Tensor, step: int) -> None: ...
+
+
+class TrainingInterrupted(GanError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimConfig, device: torch.device) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -75,9 +93,12 @@ def make_train_step(
     real_target = torch.full((batch_size,), 1.0 - cfg.label_smoothing, device=device)
     ones = torch.ones(batch_size, device=device)
     zeros = torch.zeros(batch_size, device=device)
+    skip_nonfinite = cfg.nonfinite == "skip"
 
     def optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         optimizer.zero_grad(set_to_none=True)
+        if skip_nonfinite and not torch.isfinite(loss):  # a host sync, paid only under the skip policy
+            return
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -115,6 +136,19 @@ def make_train_step(
     return step
 
 
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands; saved in a checkpoint written mid-epoch."""
+
+    order: torch.Tensor  # the epoch's shuffled image indices
+    next_batch: int
+    total: torch.Tensor  # running sums of STATS over the epoch
+    window: torch.Tensor  # running sums of STATS since the last log line
+    window_steps: int
+    counted_steps: int  # steps in ``total`` (skipped non-finite steps are left out)
+    seconds: float
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -128,94 +162,198 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(cfg: Config, run_dir: Path, tracker: Tracker | None = None) -> dict[str, float]:
-    """Train the GAN described by ``cfg``, writing samples, metrics and checkpoints under ``run_dir``.
+class Trainer:
+    """Builds everything a run needs from its config, trains, and writes what the run promises."""
 
-    Returns the last epoch's record (losses, D outputs, speed).
-    """
-    device = resolve_device(cfg.device.name)
-    torch.manual_seed(cfg.seed)
-    images = training_images(cfg.data, device)
-    generator = build_generator(cfg.model).to(device)
-    discriminator = build_discriminator(cfg.model).to(device)
-    generator_ema = copy.deepcopy(generator).requires_grad_(False)
-    opt_g, opt_d = make_optimizers(generator, discriminator, cfg.optim, device)
-    fixed_noise = noise(cfg.grid_size, cfg.model.latent_dim, seed=cfg.seed)
-    start_epoch, step = 0, 0
-    history: list[dict[str, float]] = []
-    trace: list[list[float]] = []
+    def __init__(self, cfg: Config, run_dir: Path, tracker: Tracker | None = None) -> None:
+        self.cfg, self.run_dir, self.tracker = cfg, run_dir, tracker
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self._prepare_run_dir()
+        self.device = resolve_device(cfg.device.name)
+        torch.manual_seed(cfg.seed)
+        self.images = training_images(cfg.data, self.device)
+        self.generator = build_generator(cfg.model).to(self.device)
+        self.discriminator = build_discriminator(cfg.model).to(self.device)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.opt_g, self.opt_d = make_optimizers(self.generator, self.discriminator, cfg.optim, self.device)
+        self.fixed_noise = noise(cfg.grid_size, cfg.model.latent_dim, seed=cfg.seed)
+        self.batch_size = cfg.data.batch_size
+        self.steps_per_epoch = len(self.images) // self.batch_size  # full batches only
+        self.train_step = make_train_step(self.generator, self.discriminator, self.generator_ema, self.opt_g, self.opt_d,
+                                          cfg.train, self.batch_size, self.device)
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.trace: list[list[float]] = []
+        self.progress: EpochProgress | None = None
+        self.tracker_run_id: str | None = None
+        self.stop_signal: int | None = None
 
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        for module, key in ((generator, "generator"), (discriminator, "discriminator"), (generator_ema, "generator_ema")):
-            load_weights(module, ckpt[key], ckpt, cfg.model, key.replace("_", " "))
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
-        history, trace = ckpt["history"], ckpt["trace"].tolist()
-        fixed_noise = ckpt["fixed_noise"]
-        _set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at epoch %d (step %d)", cfg.resume, start_epoch, step)
+        resume = self.checkpoint_dir / "last.pt" if cfg.resume == "auto" else cfg.resume
+        if resume and (cfg.resume != "auto" or Path(resume).is_file()):
+            self.load_state_dict(load_checkpoint(resume))
+            log.info("resumed from %s after epoch %d, step %d", resume, self.epoch, self.step)
 
-    batch_size = cfg.data.batch_size
-    steps_per_epoch = len(images) // batch_size  # drop the last partial batch: every step sees a full batch
-    train_step = make_train_step(generator, discriminator, generator_ema, opt_g, opt_d, cfg.train, batch_size, device)
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log.info("training on %s: %d images, %d steps per epoch, epochs %d..%d", device, len(images), steps_per_epoch, start_epoch + 1, cfg.epochs)
+    def _prepare_run_dir(self) -> None:
+        try:
+            for folder in (self.run_dir / "samples", self.checkpoint_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            probe = self.checkpoint_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise GanError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}); "
+                           f"pass a writable one with hydra.run.dir=PATH.") from None
 
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        generator.train()
-        discriminator.train()
-        order = torch.randperm(len(images), device=device)
-        epoch_sum = torch.zeros(len(TRACE_COLUMNS) - 1, device=device)
-        window_sum, window_len = torch.zeros_like(epoch_sum), 0
-        started = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=None, leave=False, dynamic_ncols=True)
-        for i in bar:
-            stats = train_step(images[order[i * batch_size : (i + 1) * batch_size]], step)
-            step += 1
-            window_sum += stats
-            window_len += 1
-            if window_len == cfg.train.log_every or i == steps_per_epoch - 1:
-                means = (window_sum / window_len).tolist()  # the only host sync, once per window
-                epoch_sum += window_sum
-                window_sum.zero_()
-                window_len = 0
-                trace.append([step, *means])
-                rate = (i + 1) * batch_size / (time.perf_counter() - started)
-                bar.set_postfix(d_loss=f"{means[0]:.3f}", g_loss=f"{means[1]:.3f}", img_s=f"{rate:.0f}")
-                if tracker:
-                    tracker.log({**dict(zip(TRACE_COLUMNS[1:], means)), "images_per_s": rate}, step)
-        bar.close()
-        seconds = time.perf_counter() - started
-
-        means = (epoch_sum / steps_per_epoch).tolist()
-        record = {"epoch": epoch, "step": step, **dict(zip(TRACE_COLUMNS[1:], means)),
-                  "images_per_s": steps_per_epoch * batch_size / seconds, "epoch_time_s": seconds,
-                  "lr_g": opt_g.param_groups[0]["lr"], "lr_d": opt_d.param_groups[0]["lr"]}
-        history.append(record)
-        log.info("epoch %d/%d  d_loss %.3f  g_loss %.3f  D(x) %.3f  D(G(z)) %.3f  %.0f img/s  %.1f s",
-                 epoch, cfg.epochs, *means, record["images_per_s"], seconds)
-
-        if epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
-            grid = save_grid(generate(generator_ema if cfg.grid_ema else generator, fixed_noise), run_dir / "samples" / f"epoch_{epoch:03d}.png")
-            if tracker:
-                tracker.log_grid(grid, step)
-        write_metrics_csv(history, run_dir / "metrics.csv")
-        plot_losses(trace, run_dir / "losses.png")
-        if tracker:
-            tracker.log({"epoch": epoch, "epoch_time_s": seconds}, step)
-
-        state = {
-            "epoch": epoch, "step": step,
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "generator_ema": generator_ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": _rng_state(), "fixed_noise": fixed_noise,
-            "config": asdict(cfg), "history": history, "trace": torch.tensor(trace),
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step,
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.generator_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "rng": _rng_state(), "fixed_noise": self.fixed_noise,
+            "config": asdict(self.cfg), "history": self.history, "trace": torch.tensor(self.trace),
+            "progress": None if self.progress is None else asdict(self.progress),
+            "tracker_run_id": self.tracker_run_id,
         }
-        keep = (run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt",) if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs else ()
-        save_checkpoint(state, run_dir / "checkpoints" / "last.pt", copies=keep)
 
-    return history[-1] if history else {}
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        for module, key in ((self.generator, "generator"), (self.discriminator, "discriminator"), (self.generator_ema, "generator_ema")):
+            load_weights(module, ckpt[key], ckpt, self.cfg.model, key.replace("_", " "))
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.history, self.trace = ckpt["history"], ckpt["trace"].tolist()
+        self.fixed_noise = ckpt["fixed_noise"]
+        progress = ckpt.get("progress")
+        self.progress = None if progress is None else EpochProgress(**{
+            k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in progress.items()})
+        self.tracker_run_id = ckpt.get("tracker_run_id")
+        _set_rng_state(ckpt["rng"])
+
+    def save(self) -> Path:
+        last = self.checkpoint_dir / "last.pt"
+        at_interval = self.progress is None and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs)
+        copies = (self.checkpoint_dir / f"epoch_{self.epoch:03d}.pt",) if at_interval else ()
+        save_checkpoint(self.state_dict(), last, copies=copies)
+        if copies and self.cfg.keep_last is not None:
+            for old in sorted(self.checkpoint_dir.glob("epoch_*.pt"))[: -self.cfg.keep_last]:
+                old.unlink()
+        return last
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train until ``cfg.epochs``; returns the last epoch's record."""
+        log.info("training on %s: %d images, %d steps per epoch, epochs %d..%d",
+                 self.device, len(self.images), self.steps_per_epoch, self.epoch + 1, self.cfg.epochs)
+        with self._stop_on_signals():
+            while self.epoch < self.cfg.epochs:
+                self._train_epoch()
+                self._end_epoch()
+        return self.history[-1] if self.history else {}
+
+    def _train_epoch(self) -> None:
+        epoch = self.epoch + 1
+        if self.progress is None:
+            zeros = torch.zeros(len(STATS), device=self.device)
+            self.progress = EpochProgress(torch.randperm(len(self.images), device=self.device), 0, zeros, zeros.clone(), 0, 0, 0.0)
+        progress = self.progress
+        started = time.perf_counter() - progress.seconds
+        skip_nonfinite = self.cfg.train.nonfinite == "skip"
+        bar = tqdm(range(progress.next_batch, self.steps_per_epoch), initial=progress.next_batch, total=self.steps_per_epoch,
+                   desc=f"epoch {epoch}/{self.cfg.epochs}", disable=None, leave=False, dynamic_ncols=True)
+        for i in bar:
+            batch = progress.order[i * self.batch_size : (i + 1) * self.batch_size]
+            stats = self.train_step(self.images[batch], self.step)
+            self.step += 1
+            progress.next_batch = i + 1
+            if skip_nonfinite and not torch.isfinite(stats).all():
+                log.warning("step %d: non-finite loss, update skipped", self.step)
+            else:
+                progress.window += stats
+                progress.window_steps += 1
+            if progress.window_steps == self.cfg.train.log_every or i == self.steps_per_epoch - 1:
+                self._flush_window(progress, bar, (i + 1) * self.batch_size / (time.perf_counter() - started))
+            if self.stop_signal is not None:
+                progress.seconds = time.perf_counter() - started
+                self._stop()
+        bar.close()
+        progress.seconds = time.perf_counter() - started
+
+    def _flush_window(self, progress: EpochProgress, bar: tqdm, images_per_s: float) -> None:
+        if progress.window_steps == 0:
+            return
+        means = (progress.window / progress.window_steps).tolist()  # the loop's one host sync per window
+        if not all(math.isfinite(m) for m in means):
+            raise GanError(
+                f"losses became non-finite by step {self.step} ({', '.join(f'{k}={v:.3g}' for k, v in zip(STATS, means))}); "
+                f"the last good checkpoint, {self.checkpoint_dir / 'last.pt'}, is kept: resume from it with a lower "
+                f"optim.lr, or set train.nonfinite=skip to skip such steps."
+            )
+        progress.total += progress.window
+        progress.counted_steps += progress.window_steps
+        progress.window.zero_()
+        progress.window_steps = 0
+        self.trace.append([self.step, *means])
+        bar.set_postfix(d_loss=f"{means[0]:.3f}", g_loss=f"{means[1]:.3f}", img_s=f"{images_per_s:.0f}")
+        if self.tracker:
+            self.tracker.log({**dict(zip(STATS, means)), "images_per_s": images_per_s}, self.step)
+
+    def _end_epoch(self) -> None:
+        progress, self.progress = self.progress, None
+        self.epoch += 1
+        means = (progress.total / max(progress.counted_steps, 1)).tolist()
+        record = {"epoch": self.epoch, "step": self.step, **dict(zip(STATS, means)),
+                  "images_per_s": self.steps_per_epoch * self.batch_size / progress.seconds,
+                  "epoch_time_s": progress.seconds,
+                  "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        self.history.append(record)
+        log.info("epoch %d/%d  d_loss %.3f  g_loss %.3f  D(x) %.3f  D(G(z)) %.3f  %.0f img/s  %.1f s",
+                 self.epoch, self.cfg.epochs, *means, record["images_per_s"], progress.seconds)
+
+        if self.epoch % self.cfg.sample_every == 0 or self.epoch == self.cfg.epochs:
+            grid_generator = self.generator_ema if self.cfg.grid_ema else self.generator
+            grid = save_grid(generate(grid_generator, self.fixed_noise), self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
+            if self.tracker:
+                self.tracker.log_grid(grid, self.step)
+        write_metrics_csv(self.history, self.run_dir / "metrics.csv")
+        plot_losses(self.trace, self.run_dir / "losses.png")
+        if self.tracker:
+            self.tracker.log({"epoch": self.epoch, "epoch_time_s": progress.seconds}, self.step)
+        self.save()
+
+    # -- stopping on request ---------------------------------------------------------------
+    def _stop(self) -> None:
+        path = self.save()
+        name = signal.Signals(self.stop_signal).name
+        raise TrainingInterrupted(
+            f"stopped by {name} at step {self.step} (epoch {self.epoch + 1}, batch {self.progress.next_batch}/{self.steps_per_epoch}); "
+            f"saved {path}: continue with resume={path} (or resume=auto in the same run directory).",
+            self.stop_signal,
+        )
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, then checkpoint and stop; a second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            log.warning("received %s: stopping after this step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def train(cfg: Config, run_dir: Path, tracker: Tracker | None = None) -> dict[str, float]:
+    """Train the GAN described by ``cfg`` into ``run_dir``; returns the last epoch's record."""
+    return Trainer(cfg, run_dir, tracker).fit()

@@ -1,0 +1,126 @@
+"""Sampling API and checkpoint loading: outputs have the promised shapes; bad files get one clear sentence."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from conftest import run_quick
+from gan import generate_and_plot_samples, load_generator
+from gan.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from gan.errors import GanError
+from gan.models import Generator
+from gan.sampling import generate, grid_uint8, noise, save_samples
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_mnist, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    run_quick(tiny_mnist, run_dir, "epochs=1")
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def test_generate_and_plot_samples_returns_a_figure_of_n_images():
+    figure = generate_and_plot_samples(Generator(100, [32]), n=16, seed=0)
+    assert isinstance(figure, Figure)
+    assert sum(len(axes.images) for axes in figure.axes) == 16
+
+
+def test_load_generator_picks_ema_or_raw_weights(checkpoint):
+    ema, raw = load_generator(checkpoint, ema=True), load_generator(checkpoint, ema=False)
+    assert not ema.training
+    z = noise(8, 100, seed=0)
+    a, b = generate(ema, z), generate(raw, z)
+    assert a.shape == (8, 1, 28, 28) and a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, b)
+    assert torch.equal(a, generate(load_generator(checkpoint), z)), "same seed, same samples"
+
+
+def test_grid_is_uint8_with_real_pixels():
+    grid = grid_uint8(torch.linspace(-1, 1, 4 * 784).view(4, 1, 28, 28))
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    assert grid.max() == 255 and grid.float().mean() > 50
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pt", ".npy"])
+def test_save_samples_by_extension(tmp_path, suffix):
+    images = torch.rand(5, 1, 28, 28) * 2 - 1
+    save_samples(images, tmp_path / f"out{suffix}")
+    assert (tmp_path / f"out{suffix}").stat().st_size > 0
+
+
+def test_save_samples_refuses_unknown_extension(tmp_path):
+    with pytest.raises(GanError, match=r"\.png \(grid\), \.pt or \.npy"):
+        save_samples(torch.zeros(1, 1, 28, 28), tmp_path / "out.jpg")
+
+
+class ExecutesCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/gan-checkpoint-pwned",))
+
+
+def test_checkpoint_that_would_execute_code_is_refused(tmp_path):
+    marker = "/tmp/gan-checkpoint-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "mnist-gan", "format_version": 1, "payload": ExecutesCode()}, path)
+    with pytest.raises(GanError, match="could run code"):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+    with open(path, "wb") as f:  # a plain pickle, not even a torch zip file
+        pickle.dump(ExecutesCode(), f)
+    with pytest.raises(GanError):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+
+
+def test_truncated_checkpoint_is_reported(checkpoint, tmp_path):
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.raises(GanError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_garbage_file_is_reported(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(GanError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_foreign_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(GanError, match="not a checkpoint written by this repo"):
+        load_checkpoint(path)
+
+
+def test_newer_format_asks_for_an_update(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"kind": "mnist-gan", "format_version": FORMAT_VERSION + 1}, path)
+    with pytest.raises(GanError, match="newer than .*git pull"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_reported(tmp_path):
+    with pytest.raises(GanError, match="no checkpoint file at"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(GanError, match="No space left on device.*previous checkpoint there is untouched"):
+        save_checkpoint({"epoch": 2}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
