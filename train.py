@@ -4,6 +4,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gan.config import to_config
@@ -12,11 +13,14 @@ from gan.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    # W&B names: the overrides that make this run different; the sweep directory groups a multirun's jobs.
+    name = hydra_cfg.job.override_dirname or "defaults"
+    group = str(run_dir.parent) if hydra_cfg.mode == RunMode.MULTIRUN else None
     with exit_on_user_error():
-        final = train(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
-    # Returned so Hydra sweepers that optimize (e.g. Optuna) have a value to rank runs by.
-    return final.get("g_loss")
+        train(to_config(cfg), run_dir, run_name=name, run_group=group)
 
 
 if __name__ == "__main__":

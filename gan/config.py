@@ -20,6 +20,7 @@ from gan.errors import GanError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
+WANDB_MODES = ("offline", "online", "disabled")
 D_UPDATES = ("joint", "separate")
 
 
@@ -125,6 +126,22 @@ class TrainConfig:
 
 
 @dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline: no account needed, `wandb sync` uploads later
+    project: str = "mnist-gan"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the multirun sweep directory, shared by its jobs
+    name: Optional[str] = None  # default: the command-line overrides, e.g. optim.lr=0.0001
+    tags: List[str] = field(default_factory=list)
+    log_checkpoints: bool = False  # upload kept checkpoints as model artifacts
+    init_timeout: float = 30.0  # seconds to wait for W&B before going on offline
+
+    def __post_init__(self) -> None:
+        _require(self.mode in WANDB_MODES, f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got '{self.mode}'.")
+        _require(self.init_timeout > 0, f"wandb.init_timeout must be positive, got {self.init_timeout}.")
+
+
+@dataclass
 class Config:
     epochs: int = 50
     seed: int = 0
@@ -139,6 +156,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}.")

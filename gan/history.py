@@ -6,10 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # runs write PNGs; no window, no display needed
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure  # a bare Figure renders to files without any GUI backend
 
 TRACE_COLUMNS = ("step", "d_loss", "g_loss", "d_real", "d_fake")
 

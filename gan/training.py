@@ -31,6 +31,7 @@ from gan.errors import GanError
 from gan.history import TRACE_COLUMNS, plot_losses, write_metrics_csv
 from gan.models import Discriminator, Generator, build_discriminator, build_generator
 from gan.sampling import generate, noise, save_grid
+from gan.tracking import start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Tracker(Protocol):
     def log(self, values: dict[str, float], step: int) -> None: ...
 
     def log_grid(self, grid: torch.Tensor, step: int) -> None: ...
+
+    def log_checkpoint(self, path: Path, epoch: int) -> None: ...
 
 
 class TrainingInterrupted(GanError):
@@ -237,6 +240,8 @@ class Trainer:
         at_interval = self.progress is None and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs)
         copies = (self.checkpoint_dir / f"epoch_{self.epoch:03d}.pt",) if at_interval else ()
         save_checkpoint(self.state_dict(), last, copies=copies)
+        if copies and self.tracker:
+            self.tracker.log_checkpoint(copies[0], self.epoch)
         if copies and self.cfg.keep_last is not None:
             for old in sorted(self.checkpoint_dir.glob("epoch_*.pt"))[: -self.cfg.keep_last]:
                 old.unlink()
@@ -354,6 +359,23 @@ class Trainer:
                 signal.signal(sig, handler)
 
 
-def train(cfg: Config, run_dir: Path, tracker: Tracker | None = None) -> dict[str, float]:
-    """Train the GAN described by ``cfg`` into ``run_dir``; returns the last epoch's record."""
-    return Trainer(cfg, run_dir, tracker).fit()
+def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None) -> dict[str, float]:
+    """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.
+
+    ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them.
+    """
+    trainer = Trainer(cfg, run_dir)
+    tracker = start_wandb(cfg.wandb, run_dir, asdict(cfg), run_name, run_group, resume_id=trainer.tracker_run_id)
+    if tracker:
+        trainer.tracker, trainer.tracker_run_id = tracker, tracker.run_id
+    exit_code = 1
+    try:
+        result = trainer.fit()
+        exit_code = 0
+        return result
+    except TrainingInterrupted as stopped:
+        exit_code = stopped.exit_code
+        raise
+    finally:
+        if tracker:
+            tracker.finish(exit_code)

@@ -39,6 +39,21 @@ def make_tiny_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int 
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def wandb_sandbox(tmp_path_factory: pytest.TempPathFactory):
+    """W&B never touches the home directory, the network or the console during tests."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    saved = dict(os.environ)
+    os.environ.update(WANDB_DIR=str(home), WANDB_CACHE_DIR=str(home / "cache"), WANDB_CONFIG_DIR=str(home / "config"),
+                      WANDB_DATA_DIR=str(home / "data"), WANDB_SILENT="true", WANDB_CONSOLE="off",
+                      WANDB_ERROR_REPORTING="false", NETRC=str(home / "no-netrc"))
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ.pop("WANDB_MODE", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist"))
@@ -49,7 +64,8 @@ def compose_config(*overrides: str, config_name: str = "config"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-FAST = ("device=cpu", "grid_size=16", "train.log_every=2")
+# Few, quick steps; W&B off unless a test turns it on (tests/test_tracking.py).
+FAST = ("device=cpu", "grid_size=16", "train.log_every=2", "wandb.mode=disabled")
 
 
 def quick_config(data_root: Path, *overrides: str) -> Config:

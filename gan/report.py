@@ -1,0 +1,125 @@
+"""Summarize a Hydra multirun sweep from its run directories alone (no W&B server needed).
+
+    python -m gan.report outputs/multirun/2026-11-24/09-00-00 [--metric fid] [--param optim.lr]
+
+Writes summary.md, summary.csv and summary.png into the sweep directory and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from gan.history import read_metrics_csv
+
+# Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
+HIGHER_IS_BETTER = {"precision", "recall", "classifier_score", "classes_over_5pct", "d_real"}
+
+
+def _job_sort_key(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (math.inf, path.name)  # type: ignore[return-value]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job: its overrides, last epoch's metrics, final evaluation and checkpoint."""
+    rows = []
+    for job_dir in sorted((p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")), key=_job_sort_key):
+        overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        row.update({o.split("=", 1)[0]: _parse_value(o.split("=", 1)[1]) for o in overrides if "=" in o})
+        if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
+            row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
+        if (job_dir / "eval.json").is_file():
+            final = json.loads((job_dir / "eval.json").read_text())
+            row.update({k: v for k, v in final.get("ema", final).items() if isinstance(v, (int, float))})
+        checkpoint = job_dir / "checkpoints" / "last.pt"
+        row["checkpoint"] = str(checkpoint) if checkpoint.is_file() else ""
+        rows.append(row)
+    return rows
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    keys = dict.fromkeys(k for row in rows for o in row["overrides"].split() for k in [o.split("=", 1)[0]])
+    return [k for k in keys if len({json.dumps(row.get(k)) for row in rows}) > 1]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_summary(sweep_dir: Path, metric: str | None = None, param: str | None = None) -> str:
+    rows = collect(sweep_dir)
+    if not rows:
+        raise SystemExit(f"no Hydra jobs (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun sweep directory.")
+    params = swept_keys(rows)
+    metric = metric or next((m for m in ("fid", "g_loss") if any(m in row for row in rows)), None)
+    param = param or (params[0] if params else None)
+    ranked = [row for row in rows if isinstance(row.get(metric), (int, float))]
+    best = (max if metric in HIGHER_IS_BETTER else min)(ranked, key=lambda r: r[metric]) if ranked else None
+
+    metric_columns = [k for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "precision", "recall",
+                                  "classifier_score", "class_kl", "classes_over_5pct") if any(k in row for row in rows)]
+    columns = ["job", *params, *metric_columns, "checkpoint"]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["job", "overrides", *params, *metric_columns, "checkpoint"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [_fmt(row.get(c, "")) for c in columns]
+        if row is best:
+            cells[0] = f"**{cells[0]}** (best)"
+        lines.append("| " + " | ".join(cells) + " |")
+    if best:
+        lines += ["", f"Best by {metric}: job {best['job']} ({best['overrides']}), {metric} = {_fmt(best[metric])}, checkpoint {best['checkpoint']}"]
+    table = "\n".join(lines)
+    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n{table}\n")
+
+    if param and metric and ranked:
+        _plot(ranked, param, metric, sweep_dir / "summary.png")
+    return table
+
+
+def _plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> None:
+    points = sorted((row[param], row[metric]) for row in rows if isinstance(row.get(param), (int, float)))
+    if not points:
+        return
+    figure = Figure(figsize=(5, 3.5))
+    axes = figure.subplots()
+    xs, ys = zip(*points)
+    axes.plot(xs, ys, "o-")
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+        axes.set_xscale("log")
+    axes.set_xlabel(param)
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory, e.g. outputs/multirun/DATE/TIME")
+    parser.add_argument("--metric", help="column to rank jobs and plot (default: fid if evaluated, else g_loss)")
+    parser.add_argument("--param", help="swept key for the plot's x axis (default: the first swept key)")
+    args = parser.parse_args(argv)
+    print(write_summary(args.sweep_dir, args.metric, args.param))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Read back what an offline W&B run logged, from its .wandb file.
+
+Offline runs write no config.yaml or summary json, so the run's own record log is the truth. It is a
+7-byte header followed by LevelDB-log framing (32 KiB blocks; records split into FIRST/MIDDLE/LAST
+chunks) around protobuf ``Record`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK, HEADER, FILE_HEADER = 32768, 7, 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def raw_records(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
+    records, pending, pos = [], b"", FILE_HEADER
+    while pos + HEADER <= len(data):
+        left_in_block = BLOCK - pos % BLOCK
+        if left_in_block < HEADER:  # a block's tail too short for a header is padding
+            pos += left_in_block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == FULL:
+            records.append(chunk)
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            records.append(pending + chunk)
+        elif kind == 0 and length == 0:  # zero fill at the end of a block
+            pos += BLOCK - pos % BLOCK if pos % BLOCK else 0
+    return records
+
+
+@dataclass
+class LoggedRun:
+    run_id: str = ""
+    name: str = ""
+    group: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int | None = None
+
+
+def read_run(path: Path) -> LoggedRun:
+    run = LoggedRun()
+    for raw in raw_records(path):
+        record = wandb_internal_pb2.Record.FromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.run_id, run.name, run.group = record.run.run_id, record.run.display_name, record.run.run_group
+            run.tags = list(record.run.tags)
+            for item in record.run.config.update:
+                run.config[item.key] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                run.config[item.key] = json.loads(item.value_json)
+        elif kind == "history":
+            run.history.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+    return run
+
+
+def unwrap(config_value: Any) -> Any:
+    """W&B stores each top-level config key as {"value": ...}."""
+    return config_value["value"] if isinstance(config_value, dict) and "value" in config_value else config_value
