@@ -1,4 +1,7 @@
-"""Draw samples from a checkpoint: python sample.py checkpoint=PATH n=64 out=grid.png (or out=samples.pt / .npy)."""
+"""Draw samples from a checkpoint: python sample.py checkpoint=PATH n=64 out=grid.png (or out=samples.pt / .npy).
+
+Add evaluate=true (with n=10000) to print the samples' FID, KID, precision/recall and class balance.
+"""
 
 import hydra
 from omegaconf import DictConfig
@@ -14,8 +17,14 @@ def main(cfg: DictConfig) -> None:
         options = to_config(cfg)
         generator = load_generator(options.checkpoint, ema=options.ema, device=options.device.name)
         images = generate(generator, noise(options.n, generator.latent_dim, options.seed))
-        save_samples(images, options.out)
-        print(f"wrote {options.n} samples to {options.out}")
+        if options.out:
+            save_samples(images, options.out)
+            print(f"wrote {options.n} samples to {options.out}")
+        if options.evaluate:
+            from gan.metrics import Evaluator, format_scores
+
+            evaluator = Evaluator(options.data_root, images.device, download=False)
+            print(format_scores({"ema" if options.ema else "raw": evaluator.score(images)}))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,19 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    enabled: bool = True
+    every: int = 10  # epochs between evaluations; the last epoch is always evaluated
+    n_samples: int = 5000  # samples per evaluation during training
+    final_n_samples: int = 10000  # samples for the last epoch's evaluation (eval.json)
+    seed: int = 1234  # noise seed for evaluation samples, separate from training's RNG
+
+    def __post_init__(self) -> None:
+        _require(self.every > 0, f"eval.every must be positive, got {self.every}.")
+        _require(self.n_samples > 1 and self.final_n_samples > 1, "eval.n_samples and eval.final_n_samples must be at least 2.")
+
+
+@dataclass
 class WandbConfig:
     mode: str = "offline"  # offline: no account needed, `wandb sync` uploads later
     project: str = "mnist-gan"
@@ -157,6 +170,7 @@ class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}.")
@@ -170,9 +184,11 @@ class Config:
 class SampleConfig:
     checkpoint: str = "???"
     n: int = 64
-    out: str = "samples.png"  # .png writes a grid; .pt or .npy writes the raw (n, 1, 28, 28) images
+    out: Optional[str] = "samples.png"  # .png writes a grid; .pt or .npy the raw (n, 1, 28, 28) images; null: none
     seed: int = 0
     ema: bool = True
+    evaluate: bool = False  # print the sample-quality metrics of the n samples (use n=10000)
+    data_root: str = "./data"  # MNIST test images, the reference for eval=true
     device: DeviceConfig = field(default_factory=DeviceConfig)
 
     def __post_init__(self) -> None:

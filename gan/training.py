@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import signal
@@ -29,6 +30,7 @@ from gan.data import training_images
 from gan.device import resolve_device
 from gan.errors import GanError
 from gan.history import TRACE_COLUMNS, plot_losses, write_metrics_csv
+from gan.metrics import METRICS, Evaluator
 from gan.models import Discriminator, Generator, build_discriminator, build_generator
 from gan.sampling import generate, noise, save_grid
 from gan.tracking import start_wandb
@@ -191,6 +193,7 @@ class Trainer:
         self.progress: EpochProgress | None = None
         self.tracker_run_id: str | None = None
         self.stop_signal: int | None = None
+        self.evaluator: Evaluator | None = None  # built at the first evaluation
 
         resume = self.checkpoint_dir / "last.pt" if cfg.resume == "auto" else cfg.resume
         if resume and (cfg.resume != "auto" or Path(resume).is_file()):
@@ -322,11 +325,32 @@ class Trainer:
             grid = save_grid(generate(grid_generator, self.fixed_noise), self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
             if self.tracker:
                 self.tracker.log_grid(grid, self.step)
+        if self.cfg.eval.enabled and (self.epoch % self.cfg.eval.every == 0 or self.epoch == self.cfg.epochs):
+            record.update(self._evaluate())
         write_metrics_csv(self.history, self.run_dir / "metrics.csv")
         plot_losses(self.trace, self.run_dir / "losses.png")
         if self.tracker:
             self.tracker.log({"epoch": self.epoch, "epoch_time_s": progress.seconds}, self.step)
         self.save()
+
+    def _evaluate(self) -> dict[str, float]:
+        """Score G-EMA and G; returns the epoch record's columns (EMA's plain, G's prefixed raw_)."""
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.cfg.data.root, self.device, self.cfg.data.download)
+        final = self.epoch == self.cfg.epochs
+        n = self.cfg.eval.final_n_samples if final else self.cfg.eval.n_samples
+        started = time.perf_counter()
+        results = {name: self.evaluator.score_generator(generator, n, self.cfg.eval.seed)
+                   for name, generator in (("ema", self.generator_ema), ("raw", self.generator))}
+        log.info("epoch %d evaluation on %d samples (%.1f s): FID %.2f (EMA) / %.2f (G), recall %.3f / %.3f, classes >= 5%%: %d / %d",
+                 self.epoch, n, time.perf_counter() - started, results["ema"]["fid"], results["raw"]["fid"],
+                 results["ema"]["recall"], results["raw"]["recall"], results["ema"]["classes_over_5pct"], results["raw"]["classes_over_5pct"])
+        if self.tracker:
+            self.tracker.log({f"eval/{name}/{key}": value for name, values in results.items() for key, value in values.items()}, self.step)
+        if final:
+            summary = {"epoch": self.epoch, "step": self.step, "n_samples": n, **results}
+            (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return {**{k: results["ema"][k] for k in METRICS}, **{f"raw_{k}": results["raw"][k] for k in METRICS}}
 
     # -- stopping on request ---------------------------------------------------------------
     def _stop(self) -> None:

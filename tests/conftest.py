@@ -64,8 +64,8 @@ def compose_config(*overrides: str, config_name: str = "config"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-# Few, quick steps; W&B off unless a test turns it on (tests/test_tracking.py).
-FAST = ("device=cpu", "grid_size=16", "train.log_every=2", "wandb.mode=disabled")
+# Few, quick steps; W&B and evaluation off unless a test turns them on.
+FAST = ("device=cpu", "grid_size=16", "train.log_every=2", "wandb.mode=disabled", "eval.enabled=false")
 
 
 def quick_config(data_root: Path, *overrides: str) -> Config:
