@@ -20,6 +20,7 @@ from gan.errors import GanError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("offline", "online", "disabled")
 D_UPDATES = ("joint", "separate")
 
@@ -104,6 +105,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "reduce-overhead"  # on CUDA: CUDA graphs, so small steps are not launch-bound
     log_every: int = 50  # steps between progress updates and logged scalars
     nonfinite: str = "stop"  # on a NaN/inf loss: "stop" the run, or "skip" that optimizer step
 
@@ -117,6 +119,10 @@ class TrainConfig:
         _require(
             self.precision in PRECISIONS,
             f"train.precision must be one of {PRECISIONS}, got '{self.precision}'.",
+        )
+        _require(
+            self.compile_mode in COMPILE_MODES,
+            f"train.compile_mode must be one of {COMPILE_MODES}, got '{self.compile_mode}'.",
         )
         _require(self.log_every > 0, f"train.log_every must be positive, got {self.log_every}.")
         _require(
