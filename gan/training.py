@@ -105,6 +105,13 @@ def make_train_step(
     # D's statistics are read right after each D forward, before D runs again.
     mark_graph_step = cfg.compile and mode == "reduce-overhead"
 
+    def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor | float:
+        """gamma/2 * E||grad_x D(x)||^2 on real images: keeps D smooth where the data is (Mescheder et al., 2018)."""
+        if cfg.r1_gamma == 0:
+            return 0.0
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        return 0.5 * cfg.r1_gamma * grad.pow(2).flatten(1).sum(1).mean()
+
     def optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         optimizer.zero_grad(set_to_none=True)
         if skip_nonfinite and not torch.isfinite(loss):  # a host sync, paid only under the skip policy
@@ -119,18 +126,20 @@ def make_train_step(
         z = torch.randn(batch_size, generator.latent_dim, device=device)
         with amp():
             fake = g_forward(z)
+        if cfg.r1_gamma > 0:
+            real = real.detach().requires_grad_(True)
         if cfg.d_updates == "joint":
             with amp():
                 real_logits, fake_logits = d_forward(torch.cat([real, fake.detach()])).float().chunk(2)
             d_real, d_fake = real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
             d_loss = F.binary_cross_entropy_with_logits(real_logits, real_target) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
-            optimize(d_loss, opt_d, scaler_d)
+            optimize(d_loss + r1_penalty(real_logits, real), opt_d, scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
             with amp():
                 real_logits = d_forward(real).float()
             d_real = real_logits.detach().sigmoid().mean()
             d_loss_real = F.binary_cross_entropy_with_logits(real_logits, real_target)
-            optimize(d_loss_real, opt_d, scaler_d)
+            optimize(d_loss_real + r1_penalty(real_logits, real), opt_d, scaler_d)
             with amp():
                 fake_logits = d_forward(fake.detach()).float()
             d_fake = fake_logits.detach().sigmoid().mean()

@@ -124,8 +124,15 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("model.d_dropout=1.5", "model.d_dropout"),
         ("train.precision=fp8", "train.precision"),
         ("train.d_updates=thrice", "train.d_updates"),
+        ("train.r1_gamma=-1", "train.r1_gamma must be 0 or more"),
+        ("train.compile_mode=fastest", "train.compile_mode"),
     ],
 )
 def test_out_of_range_values_fail_with_one_sentence(override, message):
     with pytest.raises(GanError, match=message):
         to_config(compose_config(override))
+
+
+def test_r1_with_compile_is_refused_with_the_fix():
+    with pytest.raises(GanError, match="double backward.*train.compile=false"):
+        to_config(compose_config("train.r1_gamma=1", "train.compile=true"))

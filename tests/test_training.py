@@ -106,6 +106,8 @@ def test_resume_with_another_architecture_names_keys_and_overrides(tiny_mnist, t
         ("model=small", "optim.lr_g=0.001"),
         ("train.precision=bf16",),
         ("grid_ema=false", "train.ema_decay=0.0"),
+        ("train.r1_gamma=1.0",),
+        ("train.r1_gamma=1.0", "train.d_updates=separate"),
     ],
 )
 def test_training_options_give_finite_losses(tiny_mnist, tmp_path, overrides):
@@ -145,3 +147,12 @@ def test_subset_trains_on_fewer_images(tmp_path):
     root = make_tiny_mnist(tmp_path / "data", n_train=512)
     run_quick(root, tmp_path / "run", "epochs=1", "data.subset=128")
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_r1_penalty_changes_the_discriminator_update(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "model.d_dropout=0")
+    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "model.d_dropout=0", "train.r1_gamma=10")
+    plain, r1 = (load_checkpoint(tmp_path / name / "checkpoints" / "last.pt") for name in ("plain", "r1"))
+    assert not torch.equal(plain["discriminator"]["net.0.weight"], r1["discriminator"]["net.0.weight"])
+    # The penalty pulls D's input gradients down: the first layer ends up with smaller weights.
+    assert r1["discriminator"]["net.0.weight"].norm() < plain["discriminator"]["net.0.weight"].norm()
