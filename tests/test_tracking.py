@@ -63,7 +63,7 @@ def test_multirun_jobs_get_distinct_runs_sharing_one_group(tiny_mnist, tmp_path)
     assert len(runs) == 2 and runs[0].run_id != runs[1].run_id
     assert [unwrap(run.config["optim"])["lr"] for run in runs] == [0.0001, 0.0005]
     # Named by the overrides (sorted by key; wandb.mode is left out as it does not change the experiment).
-    common = "epochs=1,grid_size=16,{},train.log_every=2"
+    common = "epochs=1,eval.enabled=False,grid_size=16,{},train.log_every=2"
     assert [run.name for run in runs] == [common.format("optim.lr=0.0001"), common.format("optim.lr=0.0005")]
     assert runs[0].group == runs[1].group == str(tmp_path)
     assert all(run.exit_code == 0 for run in runs)
