@@ -26,9 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from gan.config import ModelConfig, OptimConfig, TrainConfig
+from gan.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from gan.data import training_images
-from gan.config import DataConfig
 from gan.device import resolve_device
 from gan.models import build_discriminator, build_generator
 from gan.training import make_optimizers, make_train_step
@@ -158,13 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--r1-gamma", type=float, default=TrainConfig.r1_gamma,
+                        help="R1 penalty of (b) (default: the default recipe's); 0 measures the loop without it")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    train_cfg = TrainConfig(precision=args.precision, compile=args.compile)
+    train_cfg = TrainConfig(precision=args.precision, compile=args.compile, r1_gamma=args.r1_gamma)
 
     reference_step, reference_flop_step = reference_loop(args.data_root, device)
     repo_step, repo_flop_step = repo_loop(args.data_root, device, train_cfg)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     repo_rate = steps_per_second(repo_step, device, args.steps, args.warmup, args.repeats)
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-    rows = [("(a) reference loop", reference_rate, reference_flops), (f"(b) this repo ({args.precision}{', compiled' if args.compile else ''})", repo_rate, repo_flops)]
+    rows = [("(a) reference loop", reference_rate, reference_flops), (f"(b) this repo ({args.precision}, R1 {'on' if args.r1_gamma else 'off'}{', compiled' if args.compile else ''})", repo_rate, repo_flops)]
     print(f"device: {device} ({name}), torch {torch.__version__}, batch 64, {args.repeats} repeats x {args.steps} steps (median), {args.warmup} warm-up steps")
     print(f"matmul peak at the model's shapes: {peak:.1f} GFLOP/s")
     print("| loop | steps/s | images/s | GFLOP/step | GFLOP/s | % of matmul peak | 50 epochs (937 steps each) |")

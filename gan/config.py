@@ -101,9 +101,9 @@ class DeviceConfig:
 @dataclass
 class TrainConfig:
     d_updates: str = "joint"  # "separate": the reference's two D steps (real, then fake)
-    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - label_smoothing
+    label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - label_smoothing
     ema_decay: float = 0.999
-    r1_gamma: float = 0.0  # R1 penalty: gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
+    r1_gamma: float = 1.0  # R1 penalty: gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     precision: str = "fp32"
     compile: bool = False
     compile_mode: str = "reduce-overhead"  # on CUDA: CUDA graphs, so small steps are not launch-bound
@@ -118,10 +118,6 @@ class TrainConfig:
         )
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}.")
         _require(self.r1_gamma >= 0, f"train.r1_gamma must be 0 or more, got {self.r1_gamma}.")
-        _require(
-            not (self.r1_gamma > 0 and self.compile),
-            "train.r1_gamma needs a double backward, which torch.compile does not support; set train.compile=false or train.r1_gamma=0.",
-        )
         _require(
             self.precision in PRECISIONS,
             f"train.precision must be one of {PRECISIONS}, got '{self.precision}'.",

@@ -93,7 +93,8 @@ def make_train_step(
     # On the CPU, reduce-overhead has no CUDA graphs to capture and compiles as the default mode.
     mode = cfg.compile_mode if device.type == "cuda" or cfg.compile_mode != "reduce-overhead" else "default"
     g_forward = torch.compile(generator, mode=mode) if cfg.compile else generator
-    d_forward = torch.compile(discriminator, mode=mode) if cfg.compile else discriminator
+    # The R1 penalty differentiates D's gradient (a double backward), which torch.compile does not support.
+    d_forward = torch.compile(discriminator, mode=mode) if cfg.compile and cfg.r1_gamma == 0 else discriminator
     amp = (lambda: torch.autocast(device.type, dtype=AMP_DTYPES[cfg.precision])) if cfg.precision in AMP_DTYPES else contextlib.nullcontext
     scaler_g = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     scaler_d = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

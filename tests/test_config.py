@@ -133,6 +133,7 @@ def test_out_of_range_values_fail_with_one_sentence(override, message):
         to_config(compose_config(override))
 
 
-def test_r1_with_compile_is_refused_with_the_fix():
-    with pytest.raises(GanError, match="double backward.*train.compile=false"):
-        to_config(compose_config("train.r1_gamma=1", "train.compile=true"))
+def test_default_recipe_and_seed_replica_differ_only_where_documented():
+    default, replica = to_config(compose_config()).train, to_config(compose_config("experiment=seed_replica")).train
+    assert (default.label_smoothing, default.r1_gamma, default.d_updates) == (0.1, 1.0, "joint")
+    assert (replica.label_smoothing, replica.r1_gamma, replica.d_updates) == (0.0, 0.0, "separate")

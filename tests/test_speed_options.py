@@ -49,7 +49,12 @@ def test_option_stays_close_to_fp32(options, tolerance, min_cosine):
     assert torch.nn.functional.cosine_similarity(update.flatten(), reference_update.flatten(), dim=0) > min_cosine
 
 
-@pytest.mark.parametrize("overrides", [("train.precision=fp16",), ("train.compile=true",), ("train.precision=bf16", "train.d_updates=separate")])
+@pytest.mark.parametrize("overrides", [
+    ("train.precision=fp16",),
+    ("train.compile=true",),  # with R1 (the default), only G is compiled
+    ("train.compile=true", "train.r1_gamma=0"),
+    ("train.precision=bf16", "train.d_updates=separate"),
+])
 def test_option_trains_a_run_with_finite_losses(tiny_mnist, tmp_path, overrides):
     final = run_quick(tiny_mnist, tmp_path, "epochs=1", *overrides)
     assert math.isfinite(final["d_loss"]) and math.isfinite(final["g_loss"])
