@@ -70,7 +70,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"(loading it could run code); use a checkpoint written by this repo's train.py."
             ) from None
         raise GanError(f"{path} is corrupt and cannot be read; resume from another checkpoint such as an earlier epoch_NNN.pt.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # damaged bytes can fail anywhere inside the unpickler (seen: IndexError, EOFError, RuntimeError)
         raise GanError(
             f"{path} is truncated or corrupt and cannot be read ({str(err).splitlines()[0]}); "
             f"resume from another checkpoint such as an earlier epoch_NNN.pt."
