@@ -73,9 +73,6 @@ class WandbTracker:
 
         self._guarded("checkpoint upload", upload)
 
-    def summary(self, values: dict[str, float]) -> None:
-        self._guarded("summary", lambda: self.run.summary.update(values))
-
     def finish(self, exit_code: int) -> None:
         self._guarded("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
