@@ -21,10 +21,10 @@ def main(cfg: DictConfig) -> None:
             save_samples(images, options.out)
             print(f"wrote {options.n} samples to {options.out}")
         if options.evaluate:
-            from gan.metrics import Evaluator, format_scores
+            from gan.evaluator import Evaluator, format_scores
 
             evaluator = Evaluator(options.data_root, images.device, download=False)
-            print(format_scores({"ema" if options.ema else "raw": evaluator.score(images)}))
+            print(format_scores({"ema" if options.ema else "raw": evaluator.score(images, options.seed)}))
 
 
 if __name__ == "__main__":

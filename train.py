@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from gan.config import to_config
 from gan.errors import exit_on_user_error
-from gan.training import train
+from gan.trainer import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -84,6 +85,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"update this repository (git pull) to load it."
         )
     return ckpt
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def _epoch_of(path: Path) -> int | None:
+    match = re.fullmatch(r"epoch_(\d+)\.pt", path.name)
+    return int(match.group(1)) if match else None
+
+
+def prune_epoch_checkpoints(checkpoint_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest epoch_NNN.pt files, newest by epoch number; returns the deleted ones.
+
+    By number, not by name: as text, epoch_1000.pt sorts before epoch_950.pt.
+    """
+    by_epoch = sorted((epoch, path) for path in checkpoint_dir.glob("epoch_*.pt") if (epoch := _epoch_of(path)) is not None)
+    stale = [path for _, path in by_epoch[: max(len(by_epoch) - keep_last, 0)]]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def resume_checkpoint(resume: str | None, checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint ``resume`` names: a path, or ``auto`` for ``checkpoint_dir/last.pt`` when it exists."""
+    if resume == "auto":
+        last = checkpoint_dir / "last.pt"
+        return load_checkpoint(last) if last.is_file() else None
+    return load_checkpoint(resume) if resume else None
 
 
 def _override_value(value: Any) -> str:

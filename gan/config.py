@@ -1,15 +1,16 @@
-"""Typed schema of the Hydra config: one dataclass per config group.
+"""Every config default, written once: one dataclass per config group.
 
 The schema is registered with Hydra's ConfigStore as ``config_schema`` and listed first in
-``conf/config.yaml``'s defaults, so every YAML option is merged into it: an unknown key or a wrong
-type fails at composition. Range checks live in ``__post_init__`` and run when the composed config
-is turned into these objects by :func:`to_config`.
+``conf/config.yaml``'s defaults, so each YAML option file holds only what it changes, an unknown key
+or a wrong type fails at composition, and ``python train.py --cfg job`` prints the composed result.
+Range checks live in ``__post_init__`` and run when :func:`to_config` turns the composed config into
+these objects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("offline", "online", "disabled")
 D_UPDATES = ("joint", "separate")
+DATA_ROOT = "${oc.env:DATA_ROOT,./data}"  # the DATA_ROOT environment variable, else ./data
 
 
 def _require(condition: bool, message: str) -> None:
@@ -30,41 +32,40 @@ def _require(condition: bool, message: str) -> None:
         raise GanError(message)
 
 
+def _require_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, f"{key} must be one of {', '.join(choices)}, got '{value}'.")
+
+
 @dataclass
 class ModelConfig:
+    # The reference network: G 100-256-512-1024-784 (ReLU, Tanh), D 784-1024-512-256-1 (LeakyReLU 0.2).
     latent_dim: int = 100
-    g_hidden: List[int] = field(default_factory=lambda: [256, 512, 1024])
-    d_hidden: List[int] = field(default_factory=lambda: [1024, 512, 256])
-    d_dropout: float = 0.0
+    g_hidden: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    d_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    d_dropout: float = 0.3  # dropout after each hidden layer of D; experiment=seed_replica turns it off
 
     def __post_init__(self) -> None:
         _require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}.")
-        _require(
-            len(self.g_hidden) > 0 and all(w > 0 for w in self.g_hidden),
-            f"model.g_hidden must be a non-empty list of positive widths, got {self.g_hidden}.",
-        )
-        _require(
-            len(self.d_hidden) > 0 and all(w > 0 for w in self.d_hidden),
-            f"model.d_hidden must be a non-empty list of positive widths, got {self.d_hidden}.",
-        )
+        for key in ("g_hidden", "d_hidden"):
+            widths = getattr(self, key)
+            _require(len(widths) > 0 and all(w > 0 for w in widths),
+                     f"model.{key} must be a non-empty list of positive widths, got {widths}.")
         _require(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}.")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    lr_g: Optional[float] = None  # overrides lr for the generator
-    lr_d: Optional[float] = None  # overrides lr for the discriminator
-    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    lr: float = 2e-4  # both networks, unless lr_g / lr_d are set
+    lr_g: float | None = None
+    lr_d: float | None = None
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # DCGAN's; the reference used torch's (0.9, 0.999)
 
     def __post_init__(self) -> None:
         for name in ("lr", "lr_g", "lr_d"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"optim.{name} must be positive, got {value}.")
-        _require(
-            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
-            f"optim.betas must be two numbers in [0, 1), got {self.betas}.",
-        )
+        _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                 f"optim.betas must be two numbers in [0, 1), got {self.betas}.")
 
     @property
     def generator_lr(self) -> float:
@@ -77,60 +78,47 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "./data"
-    download: bool = True
+    root: str = DATA_ROOT  # a folder holding MNIST/raw/ with the four IDX files
+    download: bool = True  # fetch the files when they are missing (never over a file that is there)
     batch_size: int = 64
-    subset: Optional[int] = None  # train on the first N images only (quick experiments)
+    subset: int | None = None  # train on the first N images only
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, f"data.batch_size must be positive, got {self.batch_size}.")
-        _require(
-            self.subset is None or self.subset > 0,
-            f"data.subset must be positive or null, got {self.subset}.",
-        )
+        _require(self.subset is None or self.subset > 0, f"data.subset must be positive or null, got {self.subset}.")
 
 
 @dataclass
 class DeviceConfig:
-    name: str = "auto"
+    name: str = "auto"  # auto: CUDA, then MPS, then CPU
 
     def __post_init__(self) -> None:
-        _require(self.name in DEVICES, f"device must be one of {', '.join(DEVICES)}, got '{self.name}'.")
+        _require_choice(self.name, DEVICES, "device")
 
 
 @dataclass
 class TrainConfig:
-    d_updates: str = "joint"  # "separate": the reference's two D steps (real, then fake)
+    d_updates: str = "joint"  # joint: one D step on real+fake; separate: the reference's two (real, then fake)
     label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - label_smoothing
-    ema_decay: float = 0.999
-    r1_gamma: float = 1.0  # R1 penalty: gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
-    precision: str = "fp32"
-    compile: bool = False
+    ema_decay: float = 0.999  # generator EMA, with a warm-up over the first steps
+    r1_gamma: float = 1.0  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
+    r1_every: int = 16  # lazy R1: the penalty every N steps, weighted by N (1: every step)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with grad scalers)
+    compile: bool = False  # torch.compile G and D
     compile_mode: str = "reduce-overhead"  # on CUDA: CUDA graphs, so small steps are not launch-bound
     log_every: int = 50  # steps between progress updates and logged scalars
-    nonfinite: str = "stop"  # on a NaN/inf loss: "stop" the run, or "skip" that optimizer step
+    nonfinite: str = "stop"  # on a NaN/inf loss: stop (keep the last good checkpoint) | skip that update
 
     def __post_init__(self) -> None:
-        _require(self.d_updates in D_UPDATES, f"train.d_updates must be one of {D_UPDATES}, got '{self.d_updates}'.")
-        _require(
-            0.0 <= self.label_smoothing < 1.0,
-            f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}.",
-        )
+        _require_choice(self.d_updates, D_UPDATES, "train.d_updates")
+        _require(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}.")
         _require(self.r1_gamma >= 0, f"train.r1_gamma must be 0 or more, got {self.r1_gamma}.")
-        _require(
-            self.precision in PRECISIONS,
-            f"train.precision must be one of {PRECISIONS}, got '{self.precision}'.",
-        )
-        _require(
-            self.compile_mode in COMPILE_MODES,
-            f"train.compile_mode must be one of {COMPILE_MODES}, got '{self.compile_mode}'.",
-        )
+        _require(self.r1_every > 0, f"train.r1_every must be positive, got {self.r1_every}.")
+        _require_choice(self.precision, PRECISIONS, "train.precision")
+        _require_choice(self.compile_mode, COMPILE_MODES, "train.compile_mode")
         _require(self.log_every > 0, f"train.log_every must be positive, got {self.log_every}.")
-        _require(
-            self.nonfinite in NONFINITE_POLICIES,
-            f"train.nonfinite must be one of {NONFINITE_POLICIES}, got '{self.nonfinite}'.",
-        )
+        _require_choice(self.nonfinite, NONFINITE_POLICIES, "train.nonfinite")
 
 
 @dataclass
@@ -139,7 +127,7 @@ class EvalConfig:
     every: int = 10  # epochs between evaluations; the last epoch is always evaluated
     n_samples: int = 5000  # samples per evaluation during training
     final_n_samples: int = 10000  # samples for the last epoch's evaluation (eval.json)
-    seed: int = 1234  # noise seed for evaluation samples, separate from training's RNG
+    seed: int = 1234  # noise and KID-subset seed, apart from training's RNG
 
     def __post_init__(self) -> None:
         _require(self.every > 0, f"eval.every must be positive, got {self.every}.")
@@ -148,28 +136,28 @@ class EvalConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline: no account needed, `wandb sync` uploads later
+    mode: str = "offline"  # offline: no account needed, `wandb sync` uploads later | online | disabled
     project: str = "mnist-gan"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the multirun sweep directory, shared by its jobs
-    name: Optional[str] = None  # default: the command-line overrides, e.g. optim.lr=0.0001
-    tags: List[str] = field(default_factory=list)
+    entity: str | None = None
+    group: str | None = None  # null: the multirun sweep directory, shared by its jobs
+    name: str | None = None  # null: the command-line overrides, e.g. optim.lr=0.0001
+    tags: list[str] = field(default_factory=list)
     log_checkpoints: bool = False  # upload kept checkpoints as model artifacts
     init_timeout: float = 30.0  # seconds to wait for W&B before going on offline
 
     def __post_init__(self) -> None:
-        _require(self.mode in WANDB_MODES, f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got '{self.mode}'.")
+        _require_choice(self.mode, WANDB_MODES, "wandb.mode")
         _require(self.init_timeout > 0, f"wandb.init_timeout must be positive, got {self.init_timeout}.")
 
 
 @dataclass
 class Config:
-    epochs: int = 50
-    seed: int = 0
-    resume: Optional[str] = None  # a checkpoint path, or "auto": the run directory's last.pt if present
-    sample_every: int = 1  # epochs between sample grids
-    checkpoint_every: int = 10  # epochs between kept epoch_NNN.pt files; last.pt is written every epoch
-    keep_last: Optional[int] = 5  # how many epoch_NNN.pt files to keep (null: all)
+    epochs: int = 50  # a resumed run continues up to this number
+    seed: int = 0  # weights, shuffling and the fixed noise: same seed + machine = same weights
+    resume: str | None = None  # a checkpoint path, or auto: this run directory's checkpoints/last.pt if present
+    sample_every: int = 1  # epochs between fixed-noise sample grids
+    checkpoint_every: int = 10  # epochs between kept checkpoints/epoch_NNN.pt (last.pt: every epoch)
+    keep_last: int | None = 5  # epoch_NNN.pt files kept (null: all)
     grid_size: int = 64  # images in the fixed-noise grid
     grid_ema: bool = True  # draw grids with the EMA generator
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -192,11 +180,11 @@ class Config:
 class SampleConfig:
     checkpoint: str = "???"
     n: int = 64
-    out: Optional[str] = "samples.png"  # .png writes a grid; .pt or .npy the raw (n, 1, 28, 28) images; null: none
+    out: str | None = "samples.png"  # .png writes a grid; .pt or .npy the raw (n, 1, 28, 28) images; null: none
     seed: int = 0
     ema: bool = True
     evaluate: bool = False  # print the sample-quality metrics of the n samples (use n=10000)
-    data_root: str = "./data"  # MNIST test images, the reference for eval=true
+    data_root: str = DATA_ROOT  # MNIST test images, the reference for evaluate=true
     device: DeviceConfig = field(default_factory=DeviceConfig)
 
     def __post_init__(self) -> None:
@@ -213,7 +201,7 @@ def register_configs() -> None:
 def to_config(cfg: DictConfig) -> Any:
     """Turn a composed config into its schema's dataclass objects, running every range check."""
     try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+        return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         if isinstance(err.__cause__, GanError):
             raise err.__cause__ from None

@@ -1,158 +1,74 @@
-"""The MNIST feature network behind every sample-quality metric, and the script that trains it.
+"""Scoring generated digits against the 10k MNIST test images, in the feature space of the repo's classifier.
 
-Inception weights cannot be downloaded offline, and an ImageNet network is a poor judge of digits
-anyway, so the repo ships a small CNN classifier trained on MNIST (the usual practice for MNIST-domain
-FID). Its weights are committed with their sha256, which is checked on every load.
-
-It is trained with an 11th class, "not a digit", on synthetic noise (outlier exposure), so that noise
-lands in a region of its own instead of next to some digit: without it, uniform noise scored a better FID
-than a set of one digit only.
-
-Retrain (seeded, a few minutes on CPU):  python -m gan.evaluator --data-root ../shared/data
+One pass of the classifier gives each image's 128-d features and its class logits; every metric is
+derived from those. What depends on the test images alone (their features, Gaussian statistics and
+k-NN radii) is computed once, when the Evaluator is built.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import io
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from gan.classifier import load_classifier
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
+from gan.metrics import class_statistics, frechet_distance, gaussian_stats, kernel_inception_distance, knn_radii, precision_recall
+from gan.models import Generator
+from gan.sampling import generate, noise
 
-WEIGHTS = Path(__file__).parent / "assets" / "mnist_classifier.pt"
-WEIGHTS_SHA256 = "1291840c7539645e8dd8d9c2c0f4211c070fe92a2cfa02b2ac6b7058c5ea00ab"
-
-
-DIGITS = 10
-NOT_A_DIGIT = DIGITS  # index of the outlier class
-
-
-class MnistClassifier(nn.Module):
-    """Images (N, 1, 28, 28) in [-1, 1] -> logits (N, 11): ten digits, then "not a digit".
-
-    ``features`` gives the 128-d penultimate layer that FID, KID, precision and recall use.
-    """
-
-    num_features = 128
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, self.num_features), nn.ReLU(),
-        )
-        self.head = nn.Linear(self.num_features, DIGITS + 1)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(images))
+METRICS = ("fid", "kid", "precision", "recall", "classifier_score", "class_kl", "classes_over_5pct")
+NEIGHBOURS = 3  # k of the k-NN precision and recall
+CHUNK = 2000  # images per classifier pass
 
 
-class FeatureExtractor(nn.Module):
-    """The classifier's penultimate features, in the form torchmetrics' FID and KID take as ``feature``."""
+class Evaluator:
+    """Scores sets of images (N, 1, 28, 28) in [-1, 1] against the MNIST test set."""
 
-    def __init__(self, classifier: MnistClassifier) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
+    def __init__(self, data_root: str | Path, device: torch.device | str = "cpu", download: bool = True) -> None:
+        self.device = torch.device(device)
+        self.classifier = load_classifier(self.device)
+        self.real_images = to_unit_range(load_mnist(data_root, download, train=False).images).to(self.device)
+        self.real_features, _ = self.features_and_logits(self.real_images)
+        self.real_stats = gaussian_stats(self.real_features)
+        self.real_radii = knn_radii(self.real_features.double(), NEIGHBOURS)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
+    @torch.no_grad()
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's penultimate features (N, 128) and its logits (N, 11), from one pass."""
+        features, logits = [], []
+        for chunk in images.split(CHUNK):
+            chunk_features = self.classifier.features(chunk.to(self.device).float())
+            features.append(chunk_features)
+            logits.append(self.classifier.head(chunk_features))
+        return torch.cat(features), torch.cat(logits)
 
+    def score(self, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
+        """Every metric of METRICS plus each digit's share; ``seed`` draws KID's random subsets."""
+        if len(images) < 2:
+            raise GanError(f"evaluation needs at least 2 samples, got {len(images)}; use n=10000 for numbers comparable to the README's.")
+        features, logits = self.features_and_logits(images)
+        precision, recall = precision_recall(self.real_features, features, NEIGHBOURS, self.real_radii)
+        return {
+            "fid": frechet_distance(self.real_stats, gaussian_stats(features)),
+            "kid": kernel_inception_distance(self.real_features, features, torch.Generator().manual_seed(seed)),
+            "precision": precision,
+            "recall": recall,
+            **class_statistics(logits),
+        }
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_classifier(device: torch.device | str = "cpu", path: Path = WEIGHTS, expected_sha256: str = WEIGHTS_SHA256) -> MnistClassifier:
-    """The committed evaluator, after checking that its weights are exactly the ones its metrics were calibrated with."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise GanError(f"cannot read the evaluator weights {path} ({err.strerror}); restore them with `git checkout {path}`.") from None
-    if sha256(data) != expected_sha256:
-        raise GanError(
-            f"the evaluator weights {path} do not match their recorded sha256 ({sha256(data)[:12]}... instead of "
-            f"{expected_sha256[:12]}...); restore them with `git checkout {path}` or retrain with `python -m gan.evaluator`."
-        )
-    classifier = MnistClassifier()
-    classifier.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    return classifier.to(device).eval().requires_grad_(False)
-
-
-@torch.no_grad()
-def accuracy(classifier: MnistClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Digit accuracy: the argmax over the ten digit logits."""
-    predictions = torch.cat([classifier(chunk)[:, :DIGITS].argmax(1) for chunk in images.split(2000)])
-    return (predictions == labels).float().mean().item()
-
-
-def outlier_images(n: int, generator: torch.Generator) -> torch.Tensor:
-    """Images that are not digits: uniform and Gaussian noise, blurred blobs, flat grey levels."""
-    kind = torch.randint(4, (n, 1, 1, 1), generator=generator)
-    uniform = torch.rand(n, 1, 28, 28, generator=generator) * 2 - 1
-    gaussian = (torch.randn(n, 1, 28, 28, generator=generator) * 0.5).clamp(-1, 1)
-    blobs = F.interpolate(torch.rand(n, 1, 7, 7, generator=generator) * 2 - 1, size=28, mode="bilinear", align_corners=False)
-    flat = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1).expand(n, 1, 28, 28)
-    return torch.where(kind == 0, uniform, torch.where(kind == 1, gaussian, torch.where(kind == 2, blobs, flat)))
+    def score_generator(self, generator: Generator, n: int, seed: int = 0) -> dict[str, float]:
+        """Score ``n`` samples drawn from their own seeded noise, leaving the training RNG untouched."""
+        return self.score(generate(generator, noise(n, generator.latent_dim, seed)), seed)
 
 
-def train_classifier(data_root: str | Path, epochs: int = 4, seed: int = 0, batch_size: int = 128) -> tuple[MnistClassifier, float]:
-    """Train the evaluator on the MNIST training set plus outliers; returns it with its test accuracy."""
-    torch.manual_seed(seed)
-    outlier_rng = torch.Generator().manual_seed(seed + 1)
-    outlier_labels = torch.full((batch_size // 4,), NOT_A_DIGIT)
-    train_set, test_set = load_mnist(data_root, download=True, train=True), load_mnist(data_root, download=True, train=False)
-    images, labels = to_unit_range(train_set.data), train_set.targets
-    classifier = MnistClassifier()
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
-    steps = epochs * (len(images) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        classifier.train()
-        order = torch.randperm(len(images))
-        for i in range(len(images) // batch_size):
-            batch = order[i * batch_size : (i + 1) * batch_size]
-            inputs = torch.cat([images[batch], outlier_images(len(outlier_labels), outlier_rng)])
-            loss = F.cross_entropy(classifier(inputs), torch.cat([labels[batch], outlier_labels]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        classifier.eval()
-        test_accuracy = accuracy(classifier, to_unit_range(test_set.data), test_set.targets)
-        print(f"epoch {epoch + 1}/{epochs}: test accuracy {test_accuracy:.4f} ({time.perf_counter() - started:.0f} s)")
-    return classifier, test_accuracy
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the MNIST evaluator network and write its weights.")
-    parser.add_argument("--data-root", default="./data", help="folder holding MNIST/raw (default: ./data)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=WEIGHTS)
-    args = parser.parse_args(argv)
-    classifier, test_accuracy = train_classifier(args.data_root, args.epochs, args.seed)
-    if test_accuracy < 0.99:
-        raise SystemExit(f"test accuracy {test_accuracy:.4f} is below 0.99; not writing {args.out}.")
-    buffer = io.BytesIO()
-    torch.save(classifier.state_dict(), buffer)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(buffer.getvalue())
-    print(f"wrote {args.out}: test accuracy {test_accuracy:.4f}, sha256 {sha256(buffer.getvalue())}")
-    print("record that sha256 as WEIGHTS_SHA256 in gan/evaluator.py")
-
-
-if __name__ == "__main__":
-    main()
+def format_scores(results: dict[str, dict[str, float]]) -> str:
+    """A markdown table: one column per scored sample set, one row per metric and per class share."""
+    names = list(results)
+    keys = [*METRICS, *(f"class_{digit}" for digit in range(10))]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in keys:
+        cells = [results[name][key] for name in names]
+        lines.append(f"| {key} | " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return "\n".join(lines)

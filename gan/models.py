@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gan.config import ModelConfig
@@ -29,6 +30,36 @@ class Generator(nn.Module):
         return self.net(z).view(-1, *IMAGE_SHAPE)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout that draws its CPU masks four elements per random number.
+
+    torch's CPU dropout draws one random number per element (``bernoulli_``), which cost D's three
+    dropout layers about 4.5 ms of a 25 ms step on a 2-core CPU. Here every 64-bit random word gives
+    four 16-bit uniform values, so p is rounded to a multiple of 1/65536 (0.3 becomes 0.300003).
+    Elsewhere (CUDA, MPS) torch's fused kernel is already cheap and is used as it is.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        dropped = round(p * 65536)
+        self.threshold = dropped - 32768  # keep an element where its int16 value is >= threshold
+        self.scale = 65536 / (65536 - dropped)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        # The full 64-bit range: a plain random_() leaves the top bit 0, which would bias one value in four.
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        keep = words.view(torch.int16)[: x.numel()].view_as(x) >= self.threshold
+        return x * (keep.to(x.dtype) * self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Discriminator(nn.Module):
     """images (N, 1, 28, 28) -> real/fake logits (N,).
 
@@ -42,7 +73,7 @@ class Discriminator(nn.Module):
         width = IMAGE_PIXELS
         for out in hidden:
             # Dropout is always present (p=0 is a no-op) so checkpoints load whatever the dropout rate.
-            layers += [nn.Linear(width, out), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, out), nn.LeakyReLU(0.2), Dropout(dropout)]
             width = out
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)

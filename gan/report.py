@@ -1,13 +1,11 @@
 """Summarize a Hydra multirun sweep from its run directories alone (no W&B server needed).
 
-    python -m gan.report outputs/multirun/2026-11-24/09-00-00 [--metric fid] [--param optim.lr]
-
-Writes summary.md, summary.csv and summary.png into the sweep directory and prints the table.
+:func:`write_summary` writes summary.md, summary.csv and summary.png into the sweep directory and
+returns the table; ``python report.py SWEEP_DIR`` is its command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -17,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from gan.errors import GanError
 from gan.history import read_metrics_csv
 
 # Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
@@ -64,7 +63,7 @@ def _fmt(value: Any) -> str:
 def write_summary(sweep_dir: Path, metric: str | None = None, param: str | None = None) -> str:
     rows = collect(sweep_dir)
     if not rows:
-        raise SystemExit(f"no Hydra jobs (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun sweep directory.")
+        raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun sweep directory.")
     params = swept_keys(rows)
     metric = metric or next((m for m in ("fid", "g_loss") if any(m in row for row in rows)), None)
     param = param or (params[0] if params else None)
@@ -110,16 +109,3 @@ def _plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> No
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory, e.g. outputs/multirun/DATE/TIME")
-    parser.add_argument("--metric", help="column to rank jobs and plot (default: fid if evaluated, else g_loss)")
-    parser.add_argument("--param", help="swept key for the plot's x axis (default: the first swept key)")
-    args = parser.parse_args(argv)
-    print(write_summary(args.sweep_dir, args.metric, args.param))
-
-
-if __name__ == "__main__":
-    main()

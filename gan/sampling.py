@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -36,11 +35,20 @@ def generate(generator: Generator, z: torch.Tensor, batch_size: int = 2048) -> t
         generator.train(was_training)
 
 
-def grid_uint8(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """A (3, H, W) uint8 image grid of images in [-1, 1]; uint8 so trackers log it without rescaling."""
-    nrow = nrow or max(1, int(math.sqrt(len(images))))
-    grid = torchvision.utils.make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
-    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+def grid_uint8(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+    """A (3, H, W) uint8 grid of images (N, 1, h, w) in [-1, 1], ``nrow`` to a row, on black with ``padding``.
+
+    uint8, so trackers log it without rescaling (W&B casts floats to uint8 unscaled: black grids).
+    """
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    n, _, height, width = images.shape
+    columns = min(nrow or max(1, int(math.sqrt(n))), n)
+    rows = math.ceil(n / columns)
+    grid = torch.zeros(rows * (height + padding) + padding, columns * (width + padding) + padding)
+    for index, image in enumerate(images[:, 0]):
+        top, left = padding + (index // columns) * (height + padding), padding + (index % columns) * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).expand(3, -1, -1).contiguous()
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ import logging
 import netrc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import torch
@@ -31,6 +31,38 @@ def _has_api_key() -> bool:
         return False
 
 
+class Tracker(Protocol):
+    """Where a run's scalars, grids and checkpoints go besides the run directory."""
+
+    run_id: str | None
+
+    def log(self, values: dict[str, float], step: int) -> None: ...
+
+    def log_grid(self, grid: torch.Tensor, step: int) -> None: ...
+
+    def log_checkpoint(self, path: Path, epoch: int) -> None: ...
+
+    def finish(self, exit_code: int) -> None: ...
+
+
+class NoTracker:
+    """The tracker of a run with ``wandb.mode=disabled``: records nothing."""
+
+    run_id = None
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def log_grid(self, grid: torch.Tensor, step: int) -> None:
+        pass
+
+    def log_checkpoint(self, path: Path, epoch: int) -> None:
+        pass
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+
 class WandbTracker:
     """One W&B run: scalars and uint8 sample grids against the global step, checkpoints as artifacts."""
 
@@ -39,8 +71,8 @@ class WandbTracker:
         self.log_checkpoints = log_checkpoints
 
     @property
-    def run_id(self) -> str:
-        return self.run.id
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
 
     def _guarded(self, action: str, call: Any) -> None:
         if self.run is None:
@@ -85,10 +117,10 @@ def start_wandb(
     name: str | None = None,
     group: str | None = None,
     resume_id: str | None = None,
-) -> WandbTracker | None:
-    """Start (or, given ``resume_id``, continue) a W&B run writing under ``run_dir``; None when disabled."""
+) -> Tracker:
+    """Start (or, given ``resume_id``, continue) a W&B run writing under ``run_dir``; a no-op tracker when disabled."""
     if cfg.mode == "disabled":
-        return None
+        return NoTracker()
     import wandb
 
     mode = cfg.mode
@@ -108,4 +140,4 @@ def start_wandb(
         except Exception as err:
             log.warning("W&B could not start in %s mode (%s)%s", attempt, str(err).splitlines()[0] if str(err) else type(err).__name__,
                         "; trying offline" if attempt == "online" else "; training without W&B")
-    return None
+    return NoTracker()

@@ -1,55 +1,37 @@
-"""The entry points as a user runs them: train.py, multirun, sample.py, and their error output."""
+"""The entry points as a user runs them: train.py, sample.py, report.py, and their error output."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from conftest import FAST, REPO
+from helpers.runs import run_script
 
-
-def run(*args: str, data_root=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    if data_root is not None:
-        env["DATA_ROOT"] = str(data_root)
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+pytestmark = pytest.mark.slow  # every test here starts Python processes
 
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_mnist, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    result = run("train.py", "epochs=1", *FAST, f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
+    result = run_script("train.py", "debug=default", f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
     assert result.returncode == 0, result.stderr
     return run_dir
 
 
 def test_train_writes_checkpoint_grid_plot_and_hydra_config(trained_run):
-    assert (trained_run / "checkpoints" / "last.pt").is_file()
-    assert (trained_run / "samples" / "epoch_001.png").is_file()
-    assert (trained_run / "losses.png").is_file()
-    assert (trained_run / "metrics.csv").is_file()
-    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    for name in ("checkpoints/last.pt", "checkpoints/epoch_001.pt", "samples/epoch_001.png", "losses.png", "metrics.csv",
+                 ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert (trained_run / name).is_file(), name
     assert "epoch 1/1" in (trained_run / "train.log").read_text()
+    assert Image.open(trained_run / "samples" / "epoch_001.png").size == (4 * 30 + 2, 4 * 30 + 2), "debug: a 4x4 grid"
 
 
 def test_print_composed_config():
-    result = run("train.py", "--cfg", "job", "optim.lr=0.0001")
+    result = run_script("train.py", "--cfg", "job", "optim.lr=0.0001")
     assert result.returncode == 0
-    assert "lr: 0.0001" in result.stdout and "g_hidden" in result.stdout
-
-
-def test_multirun_gives_each_job_its_own_directory(tiny_mnist, tmp_path):
-    result = run("train.py", "-m", "optim.lr=0.0001,0.0005", "epochs=1", *FAST,
-                 f"hydra.sweep.dir={tmp_path}", data_root=tiny_mnist)
-    assert result.returncode == 0, result.stderr
-    for job, lr in (("0", 0.0001), ("1", 0.0005)):
-        ckpt = torch.load(tmp_path / job / "checkpoints" / "last.pt", weights_only=True)
-        assert ckpt["config"]["optim"]["lr"] == pytest.approx(lr)
+    assert "lr: 0.0001" in result.stdout and "r1_every: 16" in result.stdout and "d_dropout: 0.3" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -61,7 +43,7 @@ def test_multirun_gives_each_job_its_own_directory(tiny_mnist, tmp_path):
     ],
 )
 def test_bad_input_is_one_sentence_without_traceback(tiny_mnist, tmp_path, args, message):
-    result = run("train.py", "epochs=1", "device=cpu", f"hydra.run.dir={tmp_path}", *args, data_root=tiny_mnist)
+    result = run_script("train.py", "debug=default", f"hydra.run.dir={tmp_path}", *args, data_root=tiny_mnist)
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -70,11 +52,10 @@ def test_bad_input_is_one_sentence_without_traceback(tiny_mnist, tmp_path, args,
 def test_sample_writes_grid_tensor_and_array(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.pt"
     for name in ("grid.png", "samples.pt", "samples.npy"):
-        result = run("sample.py", f"checkpoint={ckpt}", "n=10", f"out={tmp_path / name}", "seed=3", "device=cpu")
+        result = run_script("sample.py", f"checkpoint={ckpt}", "n=10", f"out={tmp_path / name}", "seed=3", "device=cpu")
         assert result.returncode == 0, result.stderr
-    from PIL import Image
-
-    assert Image.open(tmp_path / "grid.png").size[0] > 28 * 3
+        assert f"wrote 10 samples to {tmp_path / name}" in result.stdout
+    assert Image.open(tmp_path / "grid.png").size == (3 * 30 + 2, 4 * 30 + 2), "10 images, 3 to a row"
     tensor = torch.load(tmp_path / "samples.pt")
     array = np.load(tmp_path / "samples.npy")
     assert tensor.shape == (10, 1, 28, 28) and array.shape == (10, 1, 28, 28)
@@ -83,6 +64,12 @@ def test_sample_writes_grid_tensor_and_array(trained_run, tmp_path):
 
 
 def test_sample_without_checkpoint_fails_clearly():
-    result = run("sample.py")
+    result = run_script("sample.py")
     assert result.returncode != 0
     assert "checkpoint" in result.stderr
+
+
+def test_report_on_a_folder_without_jobs_is_one_sentence(tmp_path):
+    result = run_script("report.py", str(tmp_path))
+    assert result.returncode == 1
+    assert f"error: no Hydra jobs (*/.hydra/overrides.yaml) under {tmp_path}" in result.stderr and "Traceback" not in result.stderr

@@ -1,29 +1,32 @@
-"""Configs compose, carry the reference's numbers, and reject bad input with a clear message."""
+"""Configs compose, every default is written once, the reference's numbers hold, bad input is refused clearly."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import CONF, compose_config
 from gan.config import Config, to_config
 from gan.errors import GanError
 from gan.models import build_discriminator, build_generator
+from helpers.runs import CONF, compose_config
 
 GROUP_OPTIONS = sorted(
     (group.name, option.stem)
     for group in CONF.iterdir() if group.is_dir()
     for option in group.glob("*.yaml")
 )
+GLOBAL_PRESETS = {"experiment", "sweep", "debug"}  # option files that set keys anywhere (@package _global_)
 
 
 def test_every_group_has_options():
     groups = {group for group, _ in GROUP_OPTIONS}
-    assert {"model", "optim", "data", "device", "train", "experiment"} <= groups
+    assert {"model", "optim", "data", "device", "train", "eval", "wandb", "experiment", "debug", "sweep"} <= groups
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -33,12 +36,41 @@ def test_every_option_composes_and_validates(group, option):
     assert isinstance(cfg, Config)
 
 
+def test_the_composed_defaults_are_the_schema_defaults(monkeypatch):
+    """The YAML files restate nothing, so the dataclasses in gan/config.py are the one place a default lives."""
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    composed = dataclasses.asdict(to_config(compose_config()))
+    schema = dataclasses.asdict(Config())
+    assert schema["data"]["root"] == "${oc.env:DATA_ROOT,./data}"
+    schema["data"]["root"] = "/data"
+    assert composed == schema
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in GLOBAL_PRESETS])
+def test_an_option_file_holds_only_what_it_changes(group, option):
+    values = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
+    defaults = dataclasses.asdict(Config())[group]
+    restated = {key: value for key, value in values.items() if defaults.get(key) == value}
+    assert not restated, f"conf/{group}/{option}.yaml restates schema defaults: {restated}"
+
+
+def test_presets_hold_only_what_they_change():
+    defaults = dataclasses.asdict(Config())
+    for group, option in GROUP_OPTIONS:
+        if group not in GLOBAL_PRESETS - {"sweep"}:
+            continue
+        values = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
+        for section, entries in values.items():
+            if section in ("defaults", "hydra") or not isinstance(entries, dict):
+                assert section in ("defaults", "hydra") or defaults[section] != entries, f"{group}/{option}: {section}"
+                continue
+            restated = {k: v for k, v in entries.items() if defaults[section].get(k) == v}
+            assert not restated, f"conf/{group}/{option}.yaml restates schema defaults under {section}: {restated}"
+
+
 def test_defaults_match_the_reference_readme():
     cfg = to_config(compose_config())
-    assert cfg.epochs == 50
-    assert cfg.data.batch_size == 64
-    assert cfg.model.latent_dim == 100
-    assert cfg.optim.lr == pytest.approx(2e-4)
+    assert (cfg.epochs, cfg.data.batch_size, cfg.model.latent_dim) == (50, 64, 100)
     assert cfg.optim.generator_lr == cfg.optim.discriminator_lr == pytest.approx(2e-4)
     assert cfg.device.name == "auto"
 
@@ -66,12 +98,17 @@ def test_small_and_large_scale_the_widths():
 def test_seed_replica_is_the_reference_recipe():
     cfg = to_config(compose_config("experiment=seed_replica"))
     assert cfg.optim.betas == [0.9, 0.999]
-    assert cfg.optim.lr == pytest.approx(2e-4)
-    assert cfg.train.d_updates == "separate"
-    assert cfg.train.label_smoothing == 0.0
+    assert cfg.optim.lr == pytest.approx(2e-4) and cfg.optim.lr_g is None and cfg.optim.lr_d is None
+    assert (cfg.train.d_updates, cfg.train.label_smoothing, cfg.train.r1_gamma) == ("separate", 0.0, 0.0)
     assert cfg.model.d_dropout == 0.0
-    assert cfg.model.g_hidden == [256, 512, 1024]
+    assert (cfg.model.g_hidden, cfg.model.d_hidden) == ([256, 512, 1024], [1024, 512, 256])
     assert (cfg.epochs, cfg.data.batch_size) == (50, 64)
+
+
+def test_debug_preset_is_a_quick_cpu_run_and_yields_to_the_command_line():
+    cfg = to_config(compose_config("debug=default"))
+    assert (cfg.device.name, cfg.epochs, cfg.data.subset, cfg.wandb.mode, cfg.eval.enabled) == ("cpu", 1, 1280, "disabled", False)
+    assert to_config(compose_config("debug=default", "device=auto", "epochs=3")).device.name == "auto"
 
 
 def test_command_line_overrides_apply():
@@ -84,6 +121,7 @@ def test_command_line_overrides_apply():
 def test_data_root_follows_the_environment(monkeypatch):
     monkeypatch.setenv("DATA_ROOT", "/somewhere/else")
     assert to_config(compose_config()).data.root == "/somewhere/else"
+    assert to_config(compose_config("checkpoint=x.pt", config_name="sample")).data_root == "/somewhere/else"
     monkeypatch.delenv("DATA_ROOT")
     assert to_config(compose_config()).data.root == "./data"
 
@@ -106,7 +144,7 @@ def test_unknown_group_option_names_the_choices():
 def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
-    (conf / "model" / "typo.yaml").write_text("latent_dim: 100\ng_hiden: [256, 512, 1024]\n")
+    (conf / "model" / "typo.yaml").write_text("g_hiden: [256, 512, 1024]\n")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises((ConfigCompositionException, ConfigKeyError), match="g_hiden"):
             compose(config_name="config", overrides=["model=typo"])
@@ -122,10 +160,12 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("epochs=-1", "epochs must be 0 or more"),
         ("optim.betas=[0.5]", "optim.betas must be two numbers"),
         ("model.d_dropout=1.5", "model.d_dropout"),
-        ("train.precision=fp8", "train.precision"),
+        ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16, got 'fp8'"),
         ("train.d_updates=thrice", "train.d_updates"),
         ("train.r1_gamma=-1", "train.r1_gamma must be 0 or more"),
+        ("train.r1_every=0", "train.r1_every must be positive"),
         ("train.compile_mode=fastest", "train.compile_mode"),
+        ("wandb.mode=sometimes", "wandb.mode must be one of"),
     ],
 )
 def test_out_of_range_values_fail_with_one_sentence(override, message):
@@ -134,6 +174,6 @@ def test_out_of_range_values_fail_with_one_sentence(override, message):
 
 
 def test_default_recipe_and_seed_replica_differ_only_where_documented():
-    default, replica = to_config(compose_config()).train, to_config(compose_config("experiment=seed_replica")).train
-    assert (default.label_smoothing, default.r1_gamma, default.d_updates) == (0.1, 1.0, "joint")
-    assert (replica.label_smoothing, replica.r1_gamma, replica.d_updates) == (0.0, 0.0, "separate")
+    default, replica = to_config(compose_config()), to_config(compose_config("experiment=seed_replica"))
+    assert (default.train.label_smoothing, default.train.r1_gamma, default.train.d_updates, default.model.d_dropout) == (0.1, 1.0, "joint", 0.3)
+    assert (replica.train.label_smoothing, replica.train.r1_gamma, replica.train.d_updates, replica.model.d_dropout) == (0.0, 0.0, "separate", 0.0)

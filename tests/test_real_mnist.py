@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
-from conftest import quick_config, real_mnist_root, run_quick
-from gan.metrics import Evaluator
+from gan.evaluator import Evaluator
 from gan.models import build_generator
 from gan.sampling import generate, load_generator, noise
+from helpers.mnist_files import real_mnist_root
+from helpers.runs import quick_config, run_quick
 
-pytestmark = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")]
 
 
 def test_three_hundred_steps_on_real_mnist_learn(tmp_path):

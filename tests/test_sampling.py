@@ -6,16 +6,18 @@ import os
 import pickle
 import random
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
-from conftest import run_quick
 from gan import generate_and_plot_samples, load_generator
 from gan.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from gan.errors import GanError
 from gan.models import Generator
 from gan.sampling import generate, grid_uint8, noise, save_samples
+from helpers.runs import run_quick
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,26 @@ def test_grid_is_uint8_with_real_pixels():
     assert grid.max() == 255 and grid.float().mean() > 50
 
 
+def test_grid_tiles_images_in_rows_on_black_padding():
+    images = torch.full((5, 1, 28, 28), -1.0)
+    images[3] = 1.0  # the fourth image is white: second row, first column with 3 to a row
+    grid = grid_uint8(images, nrow=3)
+    assert grid.shape == (3, 2 * 30 + 2, 3 * 30 + 2)
+    assert grid[:, 32:60, 2:30].eq(255).all() and grid[:, 2:30, 2:30].eq(0).all()
+    assert grid[:, 32:60, 32:60].eq(0).all(), "the empty sixth cell stays black"
+
+
 @pytest.mark.parametrize("suffix", [".png", ".pt", ".npy"])
 def test_save_samples_by_extension(tmp_path, suffix):
     images = torch.rand(5, 1, 28, 28) * 2 - 1
-    save_samples(images, tmp_path / f"out{suffix}")
-    assert (tmp_path / f"out{suffix}").stat().st_size > 0
+    path = tmp_path / f"out{suffix}"
+    save_samples(images, path)
+    if suffix == ".png":
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), grid_uint8(images).permute(1, 2, 0).numpy())
+    elif suffix == ".pt":
+        assert torch.equal(torch.load(path), images)
+    else:
+        assert np.array_equal(np.load(path), images.numpy())
 
 
 def test_save_samples_refuses_unknown_extension(tmp_path):

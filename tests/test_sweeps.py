@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import CONF, FAST, REPO
+from gan.errors import GanError
 from gan.report import write_summary
+from helpers.runs import compose_config, run_script
 
 
 def sweep(data_root, sweep_dir, *args):
-    result = subprocess.run([sys.executable, "train.py", *args, "epochs=1", *FAST, f"hydra.sweep.dir={sweep_dir}"],
-                            cwd=REPO, env={**os.environ, "DATA_ROOT": str(data_root)}, capture_output=True, text=True, timeout=300)
+    result = run_script("train.py", *args, "debug=default", "data.subset=null", f"hydra.sweep.dir={sweep_dir}", data_root=data_root)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -27,8 +24,7 @@ def trained_lrs(sweep_dir, jobs):
 
 
 def hydra_config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, hydra=True)
 
 
 def test_sweep_preset_is_a_multirun_over_learning_rates():
@@ -37,6 +33,7 @@ def test_sweep_preset_is_a_multirun_over_learning_rates():
     assert cfg.hydra.sweeper.params["optim.lr"] == "0.0001,0.0002,0.0005"
 
 
+@pytest.mark.slow
 def test_lr_sweep_runs_three_jobs_and_the_report_summarizes_them(tiny_mnist, tmp_path):
     sweep(tiny_mnist, tmp_path, "+sweep=lr")
     assert trained_lrs(tmp_path, "012") == pytest.approx([1e-4, 2e-4, 5e-4])
@@ -53,18 +50,20 @@ def test_lr_sweep_runs_three_jobs_and_the_report_summarizes_them(tiny_mnist, tmp
     assert (tmp_path / "summary.md").read_text().count("\n| ") == 4  # header + 3 jobs
 
 
+@pytest.mark.slow
 def test_report_command_line(tiny_mnist, tmp_path):
     sweep(tiny_mnist, tmp_path, "-m", "model=small,base")
-    result = subprocess.run([sys.executable, "-m", "gan.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    result = run_script("report.py", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| model |" in result.stdout and "| small |" in result.stdout
 
 
 def test_report_on_a_folder_without_jobs_says_so(tmp_path):
-    with pytest.raises(SystemExit, match="no Hydra jobs"):
+    with pytest.raises(GanError, match="no Hydra jobs"):
         write_summary(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ("hydra/launcher=submitit_local",)])
 def test_parallel_and_cluster_launchers(tiny_mnist, tmp_path, launcher):
     sweep(tiny_mnist, tmp_path, "-m", *launcher, "optim.lr=0.0001,0.0005")

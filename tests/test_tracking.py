@@ -5,21 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import gan.training
-from conftest import FAST, REPO, quick_config
-from gan.training import TrainingInterrupted, train
-from test_reliability import signal_at_step
-from wandb_records import read_run, unwrap
+from gan.signals import TrainingInterrupted
+from gan.trainer import train
+from helpers.faults import signal_at_step
+from helpers.runs import quick_config, run_script
+from helpers.wandb_records import read_run, unwrap
 
-WANDB_ON = (*FAST, "wandb.mode=offline")
+WANDB_ON = ("wandb.mode=offline",)
 
 
 def wandb_files(run_dir: Path) -> list[Path]:
@@ -54,16 +52,16 @@ def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):
     assert logged_grid.mean() > 20 and logged_grid.std() > 10, "the grid has real, non-black pixels"
 
 
+@pytest.mark.slow
 def test_multirun_jobs_get_distinct_runs_sharing_one_group(tiny_mnist, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", "optim.lr=0.0001,0.0005", "epochs=1", *WANDB_ON, f"hydra.sweep.dir={tmp_path}"],
-        cwd=REPO, env={**os.environ, "DATA_ROOT": str(tiny_mnist)}, capture_output=True, text=True, timeout=300)
+    result = run_script("train.py", "-m", "optim.lr=0.0001,0.0005", "debug=default", "data.subset=null", *WANDB_ON,
+                        f"hydra.sweep.dir={tmp_path}", data_root=tiny_mnist)
     assert result.returncode == 0, result.stderr
     runs = [read_run(path) for job in ("0", "1") for path in wandb_files(tmp_path / job)]
     assert len(runs) == 2 and runs[0].run_id != runs[1].run_id
     assert [unwrap(run.config["optim"])["lr"] for run in runs] == [0.0001, 0.0005]
     # Named by the overrides (sorted by key; wandb.mode is left out as it does not change the experiment).
-    common = "epochs=1,eval.enabled=False,grid_size=16,{},train.log_every=2"
+    common = "data.subset=null,debug=default,{}"
     assert [run.name for run in runs] == [common.format("optim.lr=0.0001"), common.format("optim.lr=0.0005")]
     assert runs[0].group == runs[1].group == str(tmp_path)
     assert all(run.exit_code == 0 for run in runs)
@@ -83,6 +81,7 @@ def test_online_without_api_key_falls_back_to_offline(tiny_mnist, tmp_path, capl
     assert read_run(path).exit_code == 0
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tiny_mnist, tmp_path):
     train_tracked(tiny_mnist, tmp_path / "first", "epochs=1")
     train_tracked(tiny_mnist, tmp_path / "second", "epochs=2", f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}")
@@ -99,6 +98,7 @@ def test_interrupted_run_finishes_with_a_failing_exit_code(tiny_mnist, tmp_path,
     assert read_run(path).exit_code == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_failing_tracker_never_fails_training(tiny_mnist, tmp_path, monkeypatch, caplog):
     import wandb.sdk.wandb_run
 

@@ -1,22 +1,24 @@
-"""Sample-quality metrics: known inputs give known answers; the evaluator's weights are verified."""
+"""Sample-quality metrics: known inputs give known answers, equal to torchmetrics', from one classifier pass."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from torch import nn
 
-from conftest import REPO, make_tiny_mnist, real_mnist_root, run_quick
+from gan.classifier import WEIGHTS, accuracy, load_classifier
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
-from gan.evaluator import WEIGHTS, accuracy, load_classifier
+from gan.evaluator import METRICS, Evaluator
 from gan.history import read_metrics_csv
-from gan.metrics import METRICS, Evaluator, class_statistics, precision_recall
+from gan.metrics import class_statistics, precision_recall
+from helpers.mnist_files import make_tiny_mnist, real_mnist_root
+from helpers.runs import run_quick, run_script
+
+NEEDS_REAL_MNIST = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
 
 
 def test_precision_recall_of_identical_and_disjoint_sets():
@@ -59,25 +61,77 @@ def test_evaluator_weights_are_verified(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def evaluator_and_root(tmp_path_factory):
-    root = real_mnist_root() or make_tiny_mnist(tmp_path_factory.mktemp("mnist-eval"), n_train=2048, n_test=1024)
-    return Evaluator(root, download=False), root
+def tiny_evaluator(tmp_path_factory) -> Evaluator:
+    """An evaluator whose 'test set' is 512 random images: fast, and enough to check the arithmetic."""
+    return Evaluator(make_tiny_mnist(tmp_path_factory.mktemp("mnist-eval"), n_train=64, n_test=512), download=False)
 
 
-def test_identical_sets_score_fid_zero_and_full_recall(evaluator_and_root):
-    evaluator, _ = evaluator_and_root
+@pytest.fixture(scope="module")
+def real_evaluator() -> Evaluator:
+    if real_mnist_root() is None:
+        pytest.skip("needs the real MNIST files (DATA_ROOT)")
+    return Evaluator(real_mnist_root(), download=False)
+
+
+def test_identical_sets_score_fid_zero_and_full_recall(tiny_evaluator):
+    evaluator = tiny_evaluator
     scores = evaluator.score(evaluator.real_images)
     assert set(METRICS) <= scores.keys()
     assert abs(scores["fid"]) < 1e-6
     assert scores["precision"] == 1.0 and scores["recall"] == 1.0
 
 
-NEEDS_DIGITS = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
+class ClassifierFeatures(nn.Module):
+    """The classifier as a torchmetrics feature extractor, as the evaluator used it before it computed features once."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        super().__init__()
+        self.classifier, self.num_features = evaluator.classifier, 128
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images.float())
 
 
-@NEEDS_DIGITS
-def test_noise_has_no_recall_and_a_large_fid(evaluator_and_root):
-    evaluator, _ = evaluator_and_root
+def scores_the_old_way(evaluator: Evaluator, images: torch.Tensor, seed: int) -> dict[str, float]:
+    """torchmetrics' FID and KID modules plus separate feature and logit passes, KID's subsets from the global RNG."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    extractor = ClassifierFeatures(evaluator)
+    fid = FrechetInceptionDistance(feature=extractor)
+    kid = KernelInceptionDistance(feature=extractor, subset_size=min(1000, len(images), len(evaluator.real_images)))
+    for metric in (fid, kid):
+        for chunk in evaluator.real_images.split(2000):
+            metric.update(chunk, real=True)
+        for chunk in images.split(2000):
+            metric.update(chunk, real=False)
+    torch.manual_seed(seed)
+    kid_mean, _ = kid.compute()
+    with torch.no_grad():
+        real_features = torch.cat([evaluator.classifier.features(c) for c in evaluator.real_images.split(2000)])
+        fake_features = torch.cat([evaluator.classifier.features(c) for c in images.split(2000)])
+        logits = torch.cat([evaluator.classifier(c) for c in images.split(2000)])
+    precision, recall = precision_recall(real_features, fake_features)
+    return {"fid": fid.compute().item(), "kid": kid_mean.item(), "precision": precision, "recall": recall, **class_statistics(logits)}
+
+
+@pytest.mark.parametrize("which", ["tiny", pytest.param("real", marks=pytest.mark.slow)])
+def test_one_pass_scores_equal_the_torchmetrics_scores(which, request):
+    evaluator = request.getfixturevalue(f"{which}_evaluator")
+    # A fixed, imperfect sample set: test images with noise added, so no metric sits at its bound.
+    generator = torch.Generator().manual_seed(0)
+    n = min(1500, len(evaluator.real_images) - 24)
+    images = (evaluator.real_images[torch.randperm(len(evaluator.real_images), generator=generator)[:n]]
+              + 0.4 * torch.randn(n, 1, 28, 28, generator=generator)).clamp(-1, 1)
+    new, old = evaluator.score(images, seed=7), scores_the_old_way(evaluator, images, seed=7)
+    assert new.keys() == old.keys()
+    for key in new:
+        assert new[key] == pytest.approx(old[key], rel=1e-4, abs=1e-9), key
+
+
+@pytest.mark.slow
+def test_noise_has_no_recall_and_a_large_fid(real_evaluator):
+    evaluator = real_evaluator
     noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores, real = evaluator.score(noise), evaluator.score(evaluator.real_images[:1000])
     assert scores["recall"] < 0.01 and scores["precision"] < 0.01
@@ -87,10 +141,10 @@ def test_noise_has_no_recall_and_a_large_fid(evaluator_and_root):
     assert abs(real["kid"]) < 0.01 * scores["kid"]
 
 
-@NEEDS_DIGITS
+@pytest.mark.slow
+@NEEDS_REAL_MNIST
 def test_calibration_ranks_floor_collapse_and_ceiling():
-    result = subprocess.run([sys.executable, "-m", "gan.calibrate", "--data-root", str(real_mnist_root()), "--n", "2000"],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = run_script("tools/calibrate_metrics.py", "--data-root", str(real_mnist_root()), "--n", "2000", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "metrics rank the sets correctly: True" in result.stdout
     rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in result.stdout.splitlines() if line.startswith("| ")}
@@ -98,10 +152,11 @@ def test_calibration_ranks_floor_collapse_and_ceiling():
     assert int(rows["classes_over_5pct"][0]) == 10
 
 
-@NEEDS_DIGITS
+@pytest.mark.slow
+@NEEDS_REAL_MNIST
 def test_evaluator_accuracy_on_real_test_set():
     test = load_mnist(real_mnist_root(), download=False, train=False)
-    assert accuracy(load_classifier(), to_unit_range(test.data), test.targets) >= 0.99
+    assert accuracy(load_classifier(), to_unit_range(test.images), test.labels) >= 0.99
 
 
 def test_evaluation_during_training_writes_eval_json(tmp_path):
@@ -117,11 +172,11 @@ def test_evaluation_during_training_writes_eval_json(tmp_path):
     assert all("fid" in row and "raw_fid" in row for row in rows), "evaluated every epoch"
 
 
+@pytest.mark.slow
 def test_sample_py_prints_metrics(tmp_path):
     root = make_tiny_mnist(tmp_path / "data", n_train=256, n_test=256)
     run_quick(root, tmp_path / "run", "epochs=1")
-    result = subprocess.run([sys.executable, "sample.py", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}",
-                             "n=300", "out=null", "evaluate=true", f"data_root={root}", "device=cpu"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = run_script("sample.py", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}", "n=300", "out=null",
+                        "evaluate=true", f"data_root={root}", "device=cpu")
     assert result.returncode == 0, result.stderr
     assert "| fid |" in result.stdout and "| classes_over_5pct |" in result.stdout

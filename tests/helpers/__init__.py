@@ -1,0 +1,1 @@
+"""What several test modules share: tiny MNIST files, composed configs, quick runs, fault injection."""

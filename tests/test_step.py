@@ -1,0 +1,124 @@
+"""GanStep: speed options stay close to fp32, lazy R1 keeps the regularization, dropout masks are fair.
+
+No timings here: speed is measured by the benchmarks, never by tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from gan.config import ModelConfig, OptimConfig, TrainConfig
+from gan.models import Dropout, build_discriminator, build_generator
+from gan.step import GanStep
+from helpers.runs import run_quick
+
+DEVICE = torch.device("cpu")
+
+
+def make_step(dropout: float = 0.0, **train_options) -> GanStep:
+    torch.manual_seed(0)
+    model = ModelConfig(d_dropout=dropout)
+    generator, discriminator = build_generator(model), build_discriminator(model)
+    return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), TrainConfig(**train_options), 64, DEVICE)
+
+
+def fixed_batch() -> torch.Tensor:
+    return torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def losses_after_steps(steps: int, **train_options) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-step [d_loss, g_loss, D(x), D(G(z))] and the change of G's last-layer weights, from a fixed seed and batch."""
+    step = make_step(**train_options)
+    initial = step.generator.net[-2].weight.detach().clone()
+    torch.manual_seed(2)
+    stats = [step(fixed_batch(), i) for i in range(steps)]
+    return stats, step.generator.net[-2].weight.detach() - initial
+
+
+@pytest.mark.parametrize(("options", "tolerance", "min_cosine"), [
+    pytest.param({"precision": "bf16"}, 0.05, 0.9, marks=pytest.mark.slow),
+    ({"precision": "fp16"}, 0.02, 0.95),
+    pytest.param({"compile": True}, 1e-4, 0.999, marks=pytest.mark.slow),  # compiling takes ~30 s on 2 cores
+])
+def test_option_stays_close_to_fp32(options, tolerance, min_cosine):
+    reference, reference_update = losses_after_steps(3)
+    stats, update = losses_after_steps(3, **options)
+    for ours, theirs in zip(stats, reference):
+        assert torch.isfinite(ours).all()
+        assert torch.allclose(ours.float(), theirs, atol=tolerance, rtol=tolerance), (ours, theirs)
+    # The weights moved (no skipped steps) and in the direction fp32 moved them.
+    assert update.norm() > 0.5 * reference_update.norm()
+    assert torch.nn.functional.cosine_similarity(update.flatten(), reference_update.flatten(), dim=0) > min_cosine
+
+
+def discriminator_update(step_index: int, **train_options) -> torch.Tensor:
+    step = make_step(**train_options)
+    before = step.discriminator.net[0].weight.detach().clone()
+    torch.manual_seed(2)
+    step(fixed_batch(), step_index)
+    return step.discriminator.net[0].weight.detach() - before
+
+
+def test_lazy_r1_applies_the_penalty_on_its_interval_weighted_by_it():
+    plain = discriminator_update(0, r1_gamma=0)
+    for step_index in (1, 15, 17):
+        assert torch.equal(discriminator_update(step_index, r1_gamma=1, r1_every=16), plain), "no penalty between intervals"
+    lazy, every = discriminator_update(16, r1_gamma=1, r1_every=16), discriminator_update(0, r1_gamma=16, r1_every=1)
+    assert not torch.equal(lazy, plain)
+    # gamma=1 every 16 steps weighs the penalty as gamma=16 every step does, on the step it runs.
+    assert torch.allclose(lazy, every, atol=1e-7)
+
+
+def test_step_state_round_trips_the_fp16_grad_scalers():
+    step = make_step(precision="fp16")
+    torch.manual_seed(2)
+    for i in range(3):
+        step(fixed_batch(), i)
+    state = step.state_dict()
+    fresh = make_step(precision="fp16")
+    fresh.load_state_dict(state)
+    assert fresh.scaler_g.state_dict() == step.scaler_g.state_dict() == state["scaler_g"]
+    assert fresh.scaler_d.state_dict() == state["scaler_d"] and state["scaler_d"]["_growth_tracker"] > 0
+    # A checkpoint without scalers (older, or from an fp32 run) leaves them fresh.
+    older = make_step(precision="fp16")
+    older.load_state_dict({"opt_g": state["opt_g"], "opt_d": state["opt_d"]})
+    assert older.scaler_g.state_dict()["_growth_tracker"] == 0
+
+
+def test_dropout_keeps_the_asked_share_independently_and_rescales():
+    torch.manual_seed(0)
+    dropout = Dropout(0.3)
+    out = dropout(torch.ones(2000, 1000))
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.002
+    assert torch.allclose(out[kept], torch.tensor(1 / 0.7), rtol=1e-4), "inverted dropout: kept values scaled by 1/(1-p)"
+    assert abs(out.mean().item() - 1.0) < 0.005, "the expectation is unchanged"
+    # Each of the four 16-bit slices of a random word is used: no position is biased or tied to its neighbour.
+    by_slot = kept.view(-1, 4).float().mean(0)
+    assert torch.all((by_slot - 0.7).abs() < 0.003), by_slot
+    neighbours = torch.corrcoef(torch.stack([kept.view(-1)[:-1].float(), kept.view(-1)[1:].float()]))[0, 1]
+    assert abs(neighbours.item()) < 0.005
+    assert torch.equal(dropout.eval()(torch.ones(3, 3)), torch.ones(3, 3))
+
+
+def test_dropout_gradient_passes_only_through_kept_units():
+    x = torch.randn(64, 128, requires_grad=True)
+    out = Dropout(0.5)(x)
+    out.sum().backward()
+    assert torch.equal(x.grad, (out != 0).float() * 2.0)
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param(("train.precision=fp16",), marks=pytest.mark.slow),
+    pytest.param(("train.compile=true",), marks=pytest.mark.slow),  # lazy R1: eager D on R1 steps, compiled D otherwise
+    pytest.param(("train.compile=true", "train.r1_gamma=0"), marks=pytest.mark.slow),
+    pytest.param(("train.precision=bf16", "train.d_updates=separate"), marks=pytest.mark.slow),
+])
+def test_option_trains_a_run_with_finite_losses(tiny_mnist, tmp_path, overrides):
+    final = run_quick(tiny_mnist, tmp_path, "epochs=1", *overrides)
+    assert math.isfinite(final["d_loss"]) and math.isfinite(final["g_loss"])
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
