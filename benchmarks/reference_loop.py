@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -43,6 +42,7 @@ class ReferenceLoop:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=0.0002)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=0.0002)
         self.batches = iter(self.loader)
+        self.steps_per_epoch = len(self.loader)
 
     def train_on(self, data: torch.Tensor) -> None:
         real = data.view(-1, 28 * 28).to(self.device)
@@ -71,10 +71,6 @@ class ReferenceLoop:
     def epoch(self) -> None:
         for data, _ in self.loader:
             self.train_on(data)
-
-
-def reference_step(data_root: str, device: torch.device) -> Callable[[], None]:
-    return ReferenceLoop(data_root, device).step
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,13 +28,22 @@ from benchmarks.reference_loop import ReferenceLoop
 from gan.trainer import Trainer
 
 
+@dataclass
+class Loop:
+    label: str
+    step: Callable[[], None]
+    r1_interval: int  # FLOPs are averaged over this many steps
+    batch_size: int
+    steps_per_epoch: int
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def repo_step(overrides: list[str], data_root: str) -> tuple[Callable[[], None], int, torch.device]:
-    """One training step of ``python train.py OVERRIDES``; returns it, the steps of one R1 interval, the device."""
+def repo_step(overrides: list[str], data_root: str) -> tuple[Loop, torch.device]:
+    """One training step of ``python train.py OVERRIDES``, and the device it runs on."""
     cfg = train_config(f"data.root={data_root}", "data.download=false", "wandb.mode=disabled", *overrides)
     trainer = Trainer(cfg, Path(tempfile.mkdtemp()))
     order = torch.randperm(len(trainer.images), device=trainer.device)
@@ -46,7 +56,8 @@ def repo_step(overrides: list[str], data_root: str) -> tuple[Callable[[], None],
         position["step"] += 1
 
     interval = cfg.train.r1_every if cfg.train.r1_gamma > 0 else 1
-    return step, interval, trainer.device
+    label = f"train.py {' '.join(overrides)}" if overrides else "train.py (default recipe)"
+    return Loop(label, step, interval, batch_size, steps_per_epoch), trainer.device
 
 
 def flops_per_step(step: Callable[[], None], steps: int) -> float:
@@ -58,10 +69,10 @@ def flops_per_step(step: Callable[[], None], steps: int) -> float:
 
 
 def matmul_peak_gflops(device: torch.device, repeats: int = 5) -> float:
-    """Best fp32 matmul throughput over the models' layer shapes at batch 64 and 128 (forward and weight-gradient forms)."""
+    """Best fp32 matmul throughput over the models' layer shapes at batch 64, 128 and 256 (forward and weight-gradient forms)."""
     widths = [(100, 256), (256, 512), (512, 1024), (1024, 784), (784, 1024), (1024, 512), (512, 256)]
     best = 0.0
-    for batch in (64, 128):
+    for batch in (64, 128, 256):
         for k, n in widths:
             for a_shape, b_shape in (((batch, k), (k, n)), ((k, batch), (batch, n))):
                 a, b = torch.randn(*a_shape, device=device), torch.randn(*b_shape, device=device)
@@ -92,38 +103,42 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
-    loops: list[tuple[str, Callable[[], None], int]] = []
     device = torch.device("cpu")
+    loops: list[Loop] = []
     for overrides in args.config or [""]:
-        step, interval, device = repo_step(overrides.split(), args.data_root)
-        loops.append((f"train.py {overrides}".strip() if overrides else "train.py (default recipe)", step, interval))
-    loops.insert(0, ("reference loop", ReferenceLoop(args.data_root, device).step, 1))
+        loop, device = repo_step(overrides.split(), args.data_root)
+        loops.append(loop)
+    reference_loop = ReferenceLoop(args.data_root, device)
+    loops.insert(0, Loop("reference loop", reference_loop.step, 1, 64, reference_loop.steps_per_epoch))
 
-    flops = {label: flops_per_step(step, interval) for label, step, interval in loops}
-    for _, step, _ in loops:
+    flops = {loop.label: flops_per_step(loop.step, loop.r1_interval) for loop in loops}
+    for loop in loops:
         for _ in range(args.warmup):
-            step()
-    rates: dict[str, list[float]] = {label: [] for label, _, _ in loops}
+            loop.step()
+    rates: dict[str, list[float]] = {loop.label: [] for loop in loops}
     for _ in range(args.repeats):  # the loops take turns
-        for label, step, _ in loops:
+        for loop in loops:
             synchronize(device)
             started = time.perf_counter()
             for _ in range(args.steps):
-                step()
+                loop.step()
             synchronize(device)
-            rates[label].append(args.steps / (time.perf_counter() - started))
+            rates[loop.label].append(args.steps / (time.perf_counter() - started))
     peak = matmul_peak_gflops(device)
 
-    reference = statistics.median(rates["reference loop"])
-    print(f"{machine()}; batch 64; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps")
+    def epoch_seconds(loop: Loop) -> float:
+        return loop.steps_per_epoch / statistics.median(rates[loop.label])
+
+    reference = epoch_seconds(loops[0])
+    print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps")
     print(f"fp32 matmul peak at the models' layer shapes: {peak:.0f} GFLOP/s")
-    print("| loop | steps/s | images/s | vs reference | GFLOP/step | GFLOP/s | % of matmul peak | one epoch (937 steps) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, _, _ in loops:
-        rate = statistics.median(rates[label])
-        achieved = rate * flops[label] / 1e9
-        print(f"| {label} | {rate:.1f} | {rate * 64:.0f} | {rate / reference:.2f}x | {flops[label] / 1e9:.2f} | {achieved:.0f} | "
-              f"{100 * achieved / peak:.0f}% | {937 / rate:.1f} s |")
+    print("| loop | batch | steps/s | images/s | one epoch | vs reference (epoch time) | GFLOP/step | GFLOP/s | % of matmul peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for loop in loops:
+        rate = statistics.median(rates[loop.label])
+        achieved = rate * flops[loop.label] / 1e9
+        print(f"| {loop.label} | {loop.batch_size} | {rate:.1f} | {rate * loop.batch_size:.0f} | {epoch_seconds(loop):.1f} s | "
+              f"{reference / epoch_seconds(loop):.2f}x | {flops[loop.label] / 1e9:.2f} | {achieved:.0f} | {100 * achieved / peak:.0f}% |")
 
 
 if __name__ == "__main__":
