@@ -58,6 +58,12 @@ class Evaluator:
             **class_statistics(logits),
         }
 
+    def classify(self, images: torch.Tensor) -> tuple[list[str], list[float]]:
+        """Each image's predicted class ("0".."9", or "none": not a digit) and the classifier's confidence in it."""
+        _, logits = self.features_and_logits(images)
+        confidence, predicted = logits.softmax(dim=1).max(dim=1)
+        return [str(c) if c < 10 else "none" for c in predicted.tolist()], confidence.tolist()
+
     def score_generator(self, generator: Generator, n: int, seed: int = 0) -> dict[str, float]:
         """Score ``n`` samples drawn from their own seeded noise, leaving the training RNG untouched."""
         return self.score(generate(generator, noise(n, generator.latent_dim, seed)), seed)

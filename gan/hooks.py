@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gan.evaluator import METRICS, Evaluator
 from gan.history import plot_losses, write_metrics_csv
-from gan.sampling import generate, save_grid
+from gan.sampling import generate, noise, save_grid, to_uint8, write_progress_gif
 
 if TYPE_CHECKING:
     from gan.trainer import Trainer
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class SampleGrid:
-    """samples/epoch_NNN.png: the same fixed noise every ``sample_every`` epochs, so grids show progress."""
+    """samples/epoch_NNN.png: the same fixed noise every ``sample_every`` epochs, so grids show progress;
+    after the last epoch, samples/progress.gif animates them all."""
 
     def __call__(self, trainer: Trainer, record: dict[str, Any]) -> None:
         cfg = trainer.cfg
@@ -32,10 +33,17 @@ class SampleGrid:
         generator = trainer.generator_ema if cfg.grid_ema else trainer.generator
         grid = save_grid(generate(generator, trainer.fixed_noise), trainer.run_dir / "samples" / f"epoch_{trainer.epoch:03d}.png")
         trainer.tracker.log_grid(grid, trainer.step)
+        if trainer.epoch == cfg.epochs:
+            gif = trainer.run_dir / "samples" / "progress.gif"
+            write_progress_gif(gif.parent, gif)
+            trainer.tracker.log_progress(gif, trainer.step)
 
 
 class Evaluation:
-    """FID & co. of G-EMA and G every ``eval.every`` epochs and at the end (then also eval.json)."""
+    """FID & co. of G-EMA and G every ``eval.every`` epochs and at the end (then also eval.json, and a
+    table of classified samples in the tracker)."""
+
+    TABLE_SAMPLES = 100  # per generator
 
     def __init__(self) -> None:
         self.evaluator: Evaluator | None = None  # built at the first evaluation: it reads the test set
@@ -55,12 +63,24 @@ class Evaluation:
         log.info("epoch %d evaluation on %d samples (%.1f s): FID %.2f (EMA) / %.2f (G), recall %.3f / %.3f, classes >= 5%%: %d / %d",
                  trainer.epoch, n, time.perf_counter() - started, ema["fid"], raw["fid"], ema["recall"], raw["recall"],
                  ema["classes_over_5pct"], raw["classes_over_5pct"])
-        trainer.tracker.log({f"eval/{name}/{key}": value for name, values in results.items() for key, value in values.items()}, trainer.step)
+        record.update({k: ema[k] for k in METRICS})
+        record.update({f"raw_{k}": raw[k] for k in METRICS})
+        best = min(((r["fid"], int(r["epoch"])) for r in trainer.history if "fid" in r), default=(ema["fid"], trainer.epoch))
+        trainer.tracker.log_evaluation(results, trainer.epoch, trainer.step, best)
         if final:
             summary = {"epoch": trainer.epoch, "step": trainer.step, "n_samples": n, **results}
             (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-        record.update({k: ema[k] for k in METRICS})
-        record.update({f"raw_{k}": raw[k] for k in METRICS})
+            trainer.tracker.log_samples(self.classified_samples(trainer, cfg.eval.seed), trainer.step)
+
+    def classified_samples(self, trainer: Trainer, seed: int) -> list[tuple[str, Any, str, float]]:
+        assert self.evaluator is not None
+        rows = []
+        z = noise(self.TABLE_SAMPLES, trainer.cfg.model.latent_dim, seed)
+        for name, generator in (("ema", trainer.generator_ema), ("raw", trainer.generator)):
+            images = generate(generator, z)
+            digits, confidences = self.evaluator.classify(images)
+            rows += [(name, image, digit, confidence) for image, digit, confidence in zip(to_uint8(images), digits, confidences)]
+        return rows
 
 
 class RunFiles:

@@ -60,26 +60,49 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature: how much the features vary across each group of ``group`` samples (StyleGAN2's
+    mbstd), so D can tell a batch that lacks variety, which pushes G towards more of it."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, width = x.shape
+        group = min(self.group, n)
+        spread = x.view(group, -1, width).std(dim=0, unbiased=False).mean(dim=1)  # one value per group member index
+        return torch.cat([x, spread.repeat(group).unsqueeze(1)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}"
+
+
 class Discriminator(nn.Module):
-    """images (N, 1, 28, 28) -> real/fake logits (N,).
+    """images (N, 1, 28, 28) -> real/fake logits (N / pack,).
 
     The reference ends in a Sigmoid; returning logits instead lets the loss use the numerically stable
     BCE-with-logits form, which equals Sigmoid + BCE but never saturates and is safe under autocast.
+    With ``pack`` > 1 (PacGAN) D judges ``pack`` consecutive images at once, as one input.
     """
 
-    def __init__(self, hidden: list[int], dropout: float = 0.0) -> None:
+    def __init__(self, hidden: list[int], dropout: float = 0.0, pack: int = 1, mbstd_group: int = 0) -> None:
         super().__init__()
+        self.pack = pack
         layers: list[nn.Module] = []
-        width = IMAGE_PIXELS
+        width = IMAGE_PIXELS * pack
         for out in hidden:
             # Dropout is always present (p=0 is a no-op) so checkpoints load whatever the dropout rate.
             layers += [nn.Linear(width, out), nn.LeakyReLU(0.2), Dropout(dropout)]
             width = out
+        if mbstd_group:
+            layers.append(MinibatchStd(mbstd_group))
+            width += 1
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.flatten(1)).squeeze(1)
+        return self.net(images.reshape(-1, IMAGE_PIXELS * self.pack)).squeeze(1)
 
 
 def build_generator(cfg: ModelConfig) -> Generator:
@@ -87,4 +110,4 @@ def build_generator(cfg: ModelConfig) -> Generator:
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:
-    return Discriminator(list(cfg.d_hidden), cfg.d_dropout)
+    return Discriminator(list(cfg.d_hidden), cfg.d_dropout, cfg.d_pack, cfg.d_mbstd_group)

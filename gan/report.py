@@ -47,6 +47,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             row.update({k: v for k, v in final.get("ema", final).items() if isinstance(v, (int, float))})
         checkpoint = job_dir / "checkpoints" / "last.pt"
         row["checkpoint"] = str(checkpoint) if checkpoint.is_file() else ""
+        if (job_dir / "wandb.json").is_file():  # written by the run's tracker
+            row["wandb"] = json.loads((job_dir / "wandb.json").read_text())
         rows.append(row)
     return rows
 
@@ -86,12 +88,26 @@ def write_summary(sweep_dir: Path, metric: str | None = None, param: str | None 
         lines.append("| " + " | ".join(cells) + " |")
     if best:
         lines += ["", f"Best by {metric}: job {best['job']} ({best['overrides']}), {metric} = {_fmt(best[metric])}, checkpoint {best['checkpoint']}"]
+    lines += wandb_lines(rows)
     table = "\n".join(lines)
     (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n{table}\n")
 
     if param and metric and ranked:
         _plot(ranked, param, metric, sweep_dir / "summary.png")
     return table
+
+
+def wandb_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where each job is in W&B: the sweep's group, then each run's URL, or the command that uploads it."""
+    runs = [(row["job"], row["wandb"]) for row in rows if row.get("wandb")]
+    if not runs:
+        return []
+    groups = sorted({str(run.get("group")) for _, run in runs})
+    lines = ["", f"W&B group: {', '.join(groups)}"]
+    for job, run in runs:
+        where = run.get("url") or (f"offline, upload with `{run['sync_command']}`" if run.get("sync_command") else run.get("mode", ""))
+        lines.append(f"- job {job}: {where}")
+    return lines
 
 
 def _plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> None:

@@ -59,6 +59,37 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return grid
 
 
+def grid_epoch(path: Path) -> int:
+    """The epoch of a grid named epoch_NNN.png (numeric: epoch_1000 comes after epoch_999)."""
+    return int(path.stem.removeprefix("epoch_"))
+
+
+def write_progress_gif(samples_dir: Path, path: Path, frame_ms: int = 250) -> int:
+    """Animate the run's grids (samples_dir/epoch_NNN.png, in epoch order) with the epoch above each frame.
+
+    Returns the number of frames; the last frame is held a little longer.
+    """
+    from PIL import ImageDraw
+
+    grids = sorted(samples_dir.glob("epoch_*.png"), key=grid_epoch)
+    frames = []
+    for grid_path in grids:
+        grid = Image.open(grid_path).convert("L")
+        frame = Image.new("L", (grid.width, grid.height + 16), 0)
+        frame.paste(grid, (0, 16))
+        ImageDraw.Draw(frame).text((3, 2), f"epoch {grid_epoch(grid_path)}", fill=255)
+        frames.append(frame)
+    if frames:
+        durations = [frame_ms] * (len(frames) - 1) + [4 * frame_ms]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return len(frames)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images (N, 1, h, w) in [-1, 1] as uint8 arrays (N, h, w)."""
+    return images.detach().float().cpu()[:, 0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def save_samples(images: torch.Tensor, path: str | Path) -> None:
     """Write images by extension: .png a grid, .pt a tensor, .npy a numpy array (raw values in [-1, 1])."""
     path = Path(path)

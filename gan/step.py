@@ -2,7 +2,7 @@
 
 The loop hands :class:`GanStep` a real batch and the global step number; the step draws a fake batch,
 updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every``
-steps), updates G (the non-saturating loss), and moves G-EMA. Precision, grad scalers, torch.compile
+steps, on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA. Precision, grad scalers, torch.compile
 and the non-finite skip live here, so the loop never sees them. ``state_dict`` holds what the step
 carries from one step to the next besides the weights (both optimizers and both grad scalers), so
 every precision resumes exactly.
@@ -54,6 +54,7 @@ class GanStep:
                  optim: OptimConfig, cfg: TrainConfig, batch_size: int, device: torch.device) -> None:
         self.generator, self.discriminator, self.generator_ema = generator, discriminator, generator_ema
         self.cfg, self.batch_size, self.device = cfg, batch_size, device
+        self.r1_batch = cfg.r1_batch or batch_size
         self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device)
         fp16 = cfg.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -72,9 +73,10 @@ class GanStep:
         # D's statistics are read right after each D forward, before D runs again.
         self.mark_graph_step = cfg.compile and mode == "reduce-overhead"
 
-        self.real_target = torch.full((batch_size,), 1.0 - cfg.label_smoothing, device=device)
-        self.ones = torch.ones(batch_size, device=device)
-        self.zeros = torch.zeros(batch_size, device=device)
+        judged = batch_size // discriminator.pack  # D's outputs per batch
+        self.real_target = torch.full((judged,), 1.0 - cfg.label_smoothing, device=device)
+        self.ones = torch.ones(judged, device=device)
+        self.zeros = torch.zeros(judged, device=device)
 
     def r1_due(self, step: int) -> bool:
         """Lazy R1 (as StyleGAN2): the penalty on every ``r1_every``-th step, weighted by the interval."""
@@ -95,25 +97,38 @@ class GanStep:
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
         """Update D on real and (detached) fake images; returns D's loss and its mean outputs."""
         with_r1 = self.r1_due(step)
-        d_forward = self.discriminator if with_r1 else self.d_forward
-        if with_r1:
+        # With train.r1_batch smaller than the batch, the penalty runs on its own forward over the first
+        # r1_batch real images; otherwise it differentiates the loss's forward over the whole real batch.
+        on_subset = with_r1 and self.r1_batch < self.batch_size
+        shared = with_r1 and not on_subset
+        d_forward = self.discriminator if shared else self.d_forward
+        if shared:
             real = real.detach().requires_grad_(True)
         if self.cfg.d_updates == "joint":
             with self.autocast():
                 real_logits, fake_logits = d_forward(torch.cat([real, fake])).float().chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)
-            self.optimize(d_loss + self.r1_penalty(real_logits, real) if with_r1 else d_loss, self.opt_d, self.scaler_d)
+            self.optimize(d_loss + self.penalty(real, real_logits, shared) if with_r1 else d_loss, self.opt_d, self.scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
             with self.autocast():
                 real_logits = d_forward(real).float()
             d_loss_real = self.bce(real_logits, self.real_target)
-            self.optimize(d_loss_real + self.r1_penalty(real_logits, real) if with_r1 else d_loss_real, self.opt_d, self.scaler_d)
+            self.optimize(d_loss_real + self.penalty(real, real_logits, shared) if with_r1 else d_loss_real, self.opt_d, self.scaler_d)
             with self.autocast():
                 fake_logits = self.d_forward(fake).float()
             d_loss_fake = self.bce(fake_logits, self.zeros)
             self.optimize(d_loss_fake, self.opt_d, self.scaler_d)
             d_loss = d_loss_real + d_loss_fake
         return d_loss.detach(), real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
+
+    def penalty(self, real: torch.Tensor, real_logits: torch.Tensor, shared: bool) -> torch.Tensor:
+        """The R1 term of this step: through the loss's own forward, or through a forward of the subset."""
+        if shared:
+            return self.r1_penalty(real_logits, real)
+        subset = real[: self.r1_batch].detach().requires_grad_(True)
+        with self.autocast():
+            subset_logits = self.discriminator(subset).float()
+        return self.r1_penalty(subset_logits, subset)
 
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:
         """Update G with the non-saturating loss through the just-updated D."""

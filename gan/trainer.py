@@ -232,15 +232,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None) -> dict[str, float]:
+def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None,
+          swept: dict[str, Any] | None = None) -> dict[str, float]:
     """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.
 
-    ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them.
+    ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them; a run with a group is
+    a sweep job (its job type and a tag say so). ``swept`` (e.g. {"optim.lr": 0.0001}) is also put at the
+    top level of the W&B config, where the dashboard's group-by and parallel coordinates find it.
     """
     try:
         with locked_run_directory(run_dir):
             trainer = Trainer(cfg, run_dir, resume_checkpoint(cfg.resume, run_dir / "checkpoints"))
-            tracker = start_wandb(cfg.wandb, run_dir, asdict(cfg), run_name, run_group, resume_id=trainer.tracker_run_id)
+            sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
+            tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **(swept or {})}, run_name, run_group,
+                                  resume_id=trainer.tracker_run_id, job_type="sweep" if run_group else "train", tags=sweep_tags)
             exit_code = 1
             try:
                 result = trainer.fit(tracker)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from gan.config import ModelConfig, OptimConfig, TrainConfig
+from gan.errors import GanError
 from gan.models import Dropout, build_discriminator, build_generator
 from gan.step import GanStep
-from helpers.runs import run_quick
+from helpers.runs import assert_same_training_state, last_checkpoint, quick_config, run_quick
 
 DEVICE = torch.device("cpu")
 
@@ -73,6 +74,19 @@ def test_lazy_r1_applies_the_penalty_on_its_interval_weighted_by_it():
     assert torch.allclose(lazy, every, atol=1e-7)
 
 
+def test_r1_on_a_subset_is_the_penalty_of_those_images():
+    step = make_step(r1_gamma=2.0, r1_batch=16)
+    real = fixed_batch()
+    subset = real[:16].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(step.discriminator(subset).sum(), subset)
+    expected = 0.5 * 2.0 * grad.pow(2).flatten(1).sum(1).mean()
+    assert torch.allclose(step.penalty(real, torch.empty(0), shared=False), expected)
+    plain, whole = discriminator_update(0, r1_gamma=0), discriminator_update(0, r1_gamma=1)
+    on_subset = discriminator_update(0, r1_gamma=1, r1_batch=16)
+    assert not torch.equal(on_subset, plain) and not torch.equal(on_subset, whole)
+    assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=64), whole), "r1_batch = the batch is the whole-batch penalty"
+
+
 def test_step_state_round_trips_the_fp16_grad_scalers():
     step = make_step(precision="fp16")
     torch.manual_seed(2)
@@ -122,3 +136,50 @@ def test_option_trains_a_run_with_finite_losses(tiny_mnist, tmp_path, overrides)
     final = run_quick(tiny_mnist, tmp_path, "epochs=1", *overrides)
     assert math.isfinite(final["d_loss"]) and math.isfinite(final["g_loss"])
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_packed_discriminator_judges_consecutive_images_together():
+    torch.manual_seed(0)
+    packed = build_discriminator(ModelConfig(d_pack=2, d_dropout=0.0))
+    images = torch.randn(8, 1, 28, 28)
+    assert packed(images).shape == (4,)
+    # Output i depends on images 2i and 2i+1 only.
+    changed = images.clone()
+    changed[3] += 1
+    before, after = packed(images), packed(changed)
+    assert torch.equal(before[[0, 2, 3]], after[[0, 2, 3]]) and not torch.equal(before[1], after[1])
+
+
+def test_minibatch_std_lets_d_see_the_variety_of_its_group():
+    torch.manual_seed(0)
+    discriminator = build_discriminator(ModelConfig(d_mbstd_group=4, d_dropout=0.0))
+    images = torch.randn(8, 1, 28, 28)
+    # Groups of 4 are samples {0, 2, 4, 6} and {1, 3, 5, 7}: making sample 4 a copy of sample 0 leaves
+    # the other group, and so its logits, as they were.
+    changed = images.clone()
+    changed[4] = changed[0]
+    before, after = discriminator(images), discriminator(changed)
+    assert not torch.equal(before[2], after[2]), "an untouched sample's logit depends on its group's variety"
+    assert torch.equal(before[1::2], after[1::2])
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model.d_pack=2",),
+    pytest.param(("model.d_mbstd_group=4",), marks=pytest.mark.slow),
+    pytest.param(("model.d_pack=2", "model.d_mbstd_group=4"), marks=pytest.mark.slow),
+])
+def test_discriminator_option_trains_and_resumes_exactly(tiny_mnist, tmp_path, overrides):
+    straight = run_quick(tiny_mnist, tmp_path / "straight", "epochs=2", *overrides)
+    assert math.isfinite(straight["d_loss"]) and math.isfinite(straight["g_loss"])
+    run_quick(tiny_mnist, tmp_path / "split", "epochs=1", *overrides)
+    run_quick(tiny_mnist, tmp_path / "split", "epochs=2", "resume=auto", *overrides)
+    assert_same_training_state(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "split"))
+
+
+def test_batch_must_split_into_packs_and_groups(tiny_mnist):
+    with pytest.raises(GanError, match=r"multiple of model.d_pack \(3\)"):
+        quick_config(tiny_mnist, "model.d_pack=3")
+    with pytest.raises(GanError, match=r"multiple of model.d_mbstd_group \(5\)"):
+        quick_config(tiny_mnist, "model.d_mbstd_group=5")
+    with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be .* a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
+        quick_config(tiny_mnist, "model.d_pack=2", "model.d_mbstd_group=4", "train.r1_batch=12")

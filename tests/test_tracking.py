@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gan.history import read_metrics_csv
+from gan.report import write_summary
 from gan.signals import TrainingInterrupted
+from gan.tracking import resolve_mode
 from gan.trainer import train
 from helpers.faults import signal_at_step
 from helpers.runs import quick_config, run_script
@@ -33,7 +37,7 @@ def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):
                   run_name="optim.lr=0.0003", run_group="my-sweep")
     [path] = wandb_files(tmp_path)
     run = read_run(path)
-    assert (run.name, run.group, run.tags, run.exit_code) == ("optim.lr=0.0003", "my-sweep", ["baseline", "cpu"], 0)
+    assert (run.name, run.group, run.tags, run.exit_code) == ("optim.lr=0.0003", "my-sweep", ["baseline", "cpu", "sweep:my-sweep"], 0)
     assert unwrap(run.config["optim"])["lr"] == pytest.approx(0.0003)
     assert unwrap(run.config["model"])["g_hidden"] == [256, 512, 1024]
     assert unwrap(run.config["epochs"]) == 2
@@ -52,6 +56,96 @@ def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):
     assert logged_grid.mean() > 20 and logged_grid.std() > 10, "the grid has real, non-black pixels"
 
 
+EVALUATED = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=128")
+
+
+def test_run_records_what_a_reviewer_compares(tiny_mnist, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        train_tracked(tiny_mnist, tmp_path, "epochs=3", "optim.lr=0.0003", *EVALUATED, run_name="optim.lr=0.0003", run_group="sweeps/2026/lr",
+                      swept={"optim.lr": 0.0003})
+    [path] = wandb_files(tmp_path)
+    run = read_run(path)
+    history = read_metrics_csv(tmp_path / "metrics.csv")
+
+    # Evaluation metrics are plotted against the epoch, and each evaluation row carries it.
+    assert run.step_metrics["eval/*"] == "epoch"
+    evaluations = [row for row in run.history if "eval/ema/fid" in row]
+    assert [row["epoch"] for row in evaluations] == [1, 2, 3]
+    assert [row["eval/ema/fid"] for row in evaluations] == pytest.approx([r["fid"] for r in history])
+    # The digit shares of each evaluation, as the table behind a bar chart.
+    bars = json.loads((path.parent / "files" / evaluations[-1]["eval/ema/digit_shares_table/path"]).read_text())
+    assert bars["columns"] == ["digit", "share"]
+    assert bars["data"] == [[str(d), pytest.approx(evaluations[-1][f"eval/ema/class_{d}"])] for d in range(10)]
+
+    # The summary holds the final G-EMA metrics and the best FID with its epoch: the runs table's columns.
+    final = json.loads((tmp_path / "eval.json").read_text())["ema"]
+    best_fid, best_epoch = min((r["fid"], r["epoch"]) for r in history)
+    assert run.summary["final/fid"] == pytest.approx(final["fid"])
+    assert run.summary["final/recall"] == pytest.approx(final["recall"])
+    assert run.summary["final/digit_min"] == pytest.approx(min(final[f"class_{d}"] for d in range(10)))
+    assert (run.summary["best/fid"], run.summary["best/epoch"]) == (pytest.approx(best_fid), best_epoch)
+
+    # The swept key sits at the top level of the config too; the job type and a tag name the sweep.
+    assert unwrap(run.config["optim.lr"]) == 0.0003 and unwrap(run.config["optim"])["lr"] == 0.0003
+    assert run.job_type == "sweep" and "sweep:2026/lr" in run.tags
+
+    # The animation: one frame per grid, logged as a GIF; the table of classified samples from both generators.
+    gif = Image.open(tmp_path / "samples" / "progress.gif")
+    assert gif.n_frames == len(list((tmp_path / "samples").glob("epoch_*.png"))) == 3
+    [logged] = [row for row in run.history if "progress/path" in row]
+    assert (path.parent / "files" / logged["progress/path"]).read_bytes() == (tmp_path / "samples" / "progress.gif").read_bytes()
+    [table_row] = [row for row in run.history if "samples_table/path" in row]
+    table = json.loads((path.parent / "files" / table_row["samples_table/path"]).read_text())
+    assert table["columns"] == ["generator", "image", "digit", "confidence"]
+    assert [row[0] for row in table["data"]].count("ema") == [row[0] for row in table["data"]].count("raw") == 100
+    assert all(row[2] in [*map(str, range(10)), "none"] and 0 < row[3] <= 1 for row in table["data"])
+
+    # No credentials here: the run went offline and said how to upload it.
+    described = json.loads((tmp_path / "wandb.json").read_text())
+    assert described["mode"] == "offline" and described["sync_command"] == f"wandb sync {path.parent}"
+    assert described["sync_command"] in caplog.text
+
+
+def test_report_names_the_wandb_group_and_each_run(tmp_path):
+    for job, where in (("0", {"mode": "online", "group": "lr-sweep", "url": "https://wandb.ai/me/mnist-gan/runs/abc"}),
+                       ("1", {"mode": "offline", "group": "lr-sweep", "sync_command": "wandb sync /x/offline-run-1"})):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- optim.lr={job}.001\n")
+        (tmp_path / job / "wandb.json").write_text(json.dumps(where))
+    table = write_summary(tmp_path)
+    assert "W&B group: lr-sweep" in table
+    assert "- job 0: https://wandb.ai/me/mnist-gan/runs/abc" in table
+    assert "- job 1: offline, upload with `wandb sync /x/offline-run-1`" in table
+
+
+def netrc_with(tmp_path: Path, host: str) -> str:
+    path = tmp_path / "netrc"
+    path.write_text(f"machine {host}\n  login user\n  password secret-key\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.mark.parametrize(("mode", "env", "netrc_host", "expected"), [
+    ("auto", {}, None, "offline"),
+    ("auto", {"WANDB_API_KEY": "key"}, None, "online"),
+    ("auto", {}, "api.wandb.ai", "online"),
+    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "api.wandb.ai", "offline"),  # an entry for another host
+    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "wandb.example.org", "online"),
+    ("auto", {"WANDB_MODE": "offline", "WANDB_API_KEY": "key"}, "api.wandb.ai", "offline"),  # the user's WANDB_MODE wins
+    ("auto", {"WANDB_MODE": "disabled"}, None, "disabled"),
+    ("auto", {"WANDB_MODE": "online"}, None, "online"),
+    ("online", {}, None, "offline"),  # never a login prompt
+    ("online", {}, "api.wandb.ai", "online"),
+    ("offline", {"WANDB_API_KEY": "key"}, None, "offline"),
+    ("disabled", {"WANDB_API_KEY": "key"}, None, "disabled"),
+])
+def test_mode_decision(tmp_path, mode, env, netrc_host, expected):
+    environ = {"HOME": str(tmp_path), "NETRC": netrc_with(tmp_path, netrc_host) if netrc_host else str(tmp_path / "none"), **env}
+    resolved, reason = resolve_mode(mode, environ)
+    assert resolved == expected
+    assert reason
+
+
 @pytest.mark.slow
 def test_multirun_jobs_get_distinct_runs_sharing_one_group(tiny_mnist, tmp_path):
     result = run_script("train.py", "-m", "optim.lr=0.0001,0.0005", "debug=default", "data.subset=null", *WANDB_ON,
@@ -64,6 +158,8 @@ def test_multirun_jobs_get_distinct_runs_sharing_one_group(tiny_mnist, tmp_path)
     common = "data.subset=null,debug=default,{}"
     assert [run.name for run in runs] == [common.format("optim.lr=0.0001"), common.format("optim.lr=0.0005")]
     assert runs[0].group == runs[1].group == str(tmp_path)
+    assert [unwrap(run.config["optim.lr"]) for run in runs] == [0.0001, 0.0005], "swept keys at the config's top level"
+    assert all(run.job_type == "sweep" for run in runs)
     assert all(run.exit_code == 0 for run in runs)
 
 
@@ -76,7 +172,7 @@ def test_disabled_mode_writes_nothing(tiny_mnist, tmp_path):
 def test_online_without_api_key_falls_back_to_offline(tiny_mnist, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         train_tracked(tiny_mnist, tmp_path, "epochs=1", "wandb.mode=online", "wandb.init_timeout=5")
-    assert "no W&B API key" in caplog.text
+    assert "no W&B credentials" in caplog.text
     [path] = wandb_files(tmp_path)
     assert read_run(path).exit_code == 0
 

@@ -18,7 +18,7 @@ from helpers.runs import WEIGHTS, assert_same_tensors, assert_same_training_stat
 
 def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
     final = run_quick(tiny_mnist, tmp_path, "epochs=3", "checkpoint_every=2")
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png", "progress.gif"]
     # epoch_NNN.pt at the interval and at the end; last.pt always.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_002.pt", "epoch_003.pt", "last.pt"]
     assert (tmp_path / "losses.png").stat().st_size > 10_000
@@ -61,8 +61,10 @@ def test_same_seed_gives_same_weights_and_other_seed_does_not(tiny_mnist, tmp_pa
 
 
 @pytest.mark.parametrize("extra", [
-    (),  # the default recipe: dropout in D, lazy R1
-    pytest.param(("model.d_dropout=0", "train.d_updates=separate", "train.r1_every=1"), marks=pytest.mark.slow),
+    (),  # the default recipe: dropout in D, R1 every step
+    ("train.r1_every=3",),  # lazy R1: the epoch-1 checkpoint (step 4) falls between penalty steps 3 and 6
+    ("train.r1_batch=16",),
+    pytest.param(("model.d_dropout=0", "train.d_updates=separate"), marks=pytest.mark.slow),
     # Autocast is slow on CPUs without fp16/bf16 units (~13 s each here).
     pytest.param(("train.precision=fp16",), marks=pytest.mark.slow),  # the grad scalers' state travels in the checkpoint
     pytest.param(("train.precision=bf16",), marks=pytest.mark.slow),
@@ -120,8 +122,8 @@ def test_resume_with_another_architecture_names_keys_and_overrides(tiny_mnist, t
         ("model=small", "optim.lr_g=0.001"),
         ("train.precision=bf16",),
         ("grid_ema=false", "train.ema_decay=0.0"),
-        ("train.r1_every=1",),
-        ("train.r1_every=1", "train.d_updates=separate"),
+        ("train.r1_every=16",),
+        ("train.r1_every=4", "train.d_updates=separate"),
         ("train.r1_gamma=0",),
     ],
 )
@@ -149,7 +151,7 @@ def test_subset_trains_on_fewer_images(tmp_path):
 
 def test_r1_penalty_changes_the_discriminator_update(tiny_mnist, tmp_path):
     run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "model.d_dropout=0", "train.r1_gamma=0")
-    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "model.d_dropout=0", "train.r1_gamma=10", "train.r1_every=1")
+    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "model.d_dropout=0", "train.r1_gamma=10")
     plain, r1 = (last_checkpoint(tmp_path / name) for name in ("plain", "r1"))
     assert not torch.equal(plain["discriminator"]["net.0.weight"], r1["discriminator"]["net.0.weight"])
     # The penalty pulls D's input gradients down: the first layer ends up with smaller weights.

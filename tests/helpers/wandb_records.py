@@ -49,9 +49,12 @@ class LoggedRun:
     run_id: str = ""
     name: str = ""
     group: str = ""
+    job_type: str = ""
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # the latest value of each key set in run.summary
+    step_metrics: dict[str, str] = field(default_factory=dict)  # define_metric: metric (or glob) -> its x axis
     exit_code: int | None = None
 
 
@@ -62,7 +65,7 @@ def read_run(path: Path) -> LoggedRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id, run.name, run.group = record.run.run_id, record.run.display_name, record.run.run_group
-            run.tags = list(record.run.tags)
+            run.tags, run.job_type = list(record.run.tags), record.run.job_type
             for item in record.run.config.update:
                 run.config[item.key] = json.loads(item.value_json)
         elif kind == "config":
@@ -70,6 +73,11 @@ def read_run(path: Path) -> LoggedRun:
                 run.config[item.key] = json.loads(item.value_json)
         elif kind == "history":
             run.history.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "metric":
+            run.step_metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run
