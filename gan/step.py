@@ -127,7 +127,9 @@ class GanStep:
             return self.r1_penalty(real_logits, real)
         subset = real[: self.r1_batch].detach().requires_grad_(True)
         with self.autocast():
-            subset_logits = self.discriminator(subset).float()
+            # D gets a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
+            # (profilers, FlopCounterMode), and the copy's gradient flows to the subset all the same.
+            subset_logits = self.discriminator(subset.clone()).float()
         return self.r1_penalty(subset_logits, subset)
 
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,16 @@ def test_r1_on_a_subset_is_the_penalty_of_those_images():
     assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=64), whole), "r1_batch = the batch is the whole-batch penalty"
 
 
+def test_r1_on_a_subset_runs_under_a_flop_counter():
+    """The throughput benchmark counts FLOPs with module hooks, which refuse a leaf tensor as D's input."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = make_step(r1_gamma=1.0, r1_batch=16)
+    with FlopCounterMode(display=False) as counter:
+        stats = step(fixed_batch(), 0)
+    assert torch.isfinite(stats).all() and counter.get_total_flops() > 0
+
+
 def test_step_state_round_trips_the_fp16_grad_scalers():
     step = make_step(precision="fp16")
     torch.manual_seed(2)
