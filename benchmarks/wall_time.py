@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, machine
 
-SWEEP = ("-m", "optim.lr=0.0001,0.0002", "eval.enabled=false")
+SWEEP = ("optim.lr=0.0001,0.0002", "eval.enabled=false")
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     for overrides in args.config or ["eval.enabled=false", ""]:
         rows[f"train.py epochs={args.epochs} {overrides}".strip()] = [sys.executable, "train.py", f"epochs={args.epochs}", *overrides.split()]
     if args.sweep:
-        rows["2-job sweep, basic launcher"] = [sys.executable, "train.py", f"epochs={args.epochs}", *SWEEP]
-        rows["2-job sweep, joblib n_jobs=2"] = [sys.executable, "train.py", f"epochs={args.epochs}", *SWEEP,
+        # -m first: Hydra's argument parser takes flags before the overrides.
+        rows["2-job sweep, basic launcher"] = [sys.executable, "train.py", "-m", f"epochs={args.epochs}", *SWEEP]
+        rows["2-job sweep, joblib n_jobs=2"] = [sys.executable, "train.py", "-m", f"epochs={args.epochs}", *SWEEP,
                                                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
     times: dict[str, list[float]] = {label: [] for label in rows}
