@@ -71,7 +71,8 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, width = x.shape
         group = min(self.group, n)
-        spread = x.view(group, -1, width).std(dim=0, unbiased=False).mean(dim=1)  # one value per group member index
+        # The epsilon keeps the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
+        spread = (x.view(group, -1, width).var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # one value per member index
         return torch.cat([x, spread.repeat(group).unsqueeze(1)], dim=1)
 
     def extra_repr(self) -> str:

@@ -171,6 +171,10 @@ def test_minibatch_std_lets_d_see_the_variety_of_its_group():
     before, after = discriminator(images), discriminator(changed)
     assert not torch.equal(before[2], after[2]), "an untouched sample's logit depends on its group's variety"
     assert torch.equal(before[1::2], after[1::2])
+    # A group of identical samples has zero spread: the gradient must stay finite there.
+    same = images[:1].expand(8, -1, -1, -1).clone().requires_grad_(True)
+    discriminator(same).sum().backward()
+    assert torch.isfinite(same.grad).all() and all(torch.isfinite(p.grad).all() for p in discriminator.parameters())
 
 
 @pytest.mark.parametrize("overrides", [
