@@ -42,7 +42,7 @@ def losses_after_steps(steps: int, **train_options) -> tuple[list[torch.Tensor],
 
 @pytest.mark.parametrize(("options", "tolerance", "min_cosine"), [
     pytest.param({"precision": "bf16"}, 0.05, 0.9, marks=pytest.mark.slow),
-    ({"precision": "fp16"}, 0.02, 0.95),
+    pytest.param({"precision": "fp16"}, 0.02, 0.95, marks=pytest.mark.slow),
     pytest.param({"compile": True}, 1e-4, 0.999, marks=pytest.mark.slow),  # compiling takes ~30 s on 2 cores
 ])
 def test_option_stays_close_to_fp32(options, tolerance, min_cosine):
@@ -178,7 +178,7 @@ def test_minibatch_std_lets_d_see_the_variety_of_its_group():
 
 
 @pytest.mark.parametrize("overrides", [
-    ("model.d_pack=2",),
+    pytest.param(("model.d_pack=2",), marks=pytest.mark.slow),
     pytest.param(("model.d_mbstd_group=4",), marks=pytest.mark.slow),
     pytest.param(("model.d_pack=2", "model.d_mbstd_group=4"), marks=pytest.mark.slow),
 ])

@@ -62,8 +62,9 @@ def test_same_seed_gives_same_weights_and_other_seed_does_not(tiny_mnist, tmp_pa
 
 @pytest.mark.parametrize("extra", [
     (),  # the default recipe: dropout in D, R1 every step
-    ("train.r1_every=3",),  # lazy R1: the epoch-1 checkpoint (step 4) falls between penalty steps 3 and 6
-    ("train.r1_batch=16",),
+    # Lazy R1: the epoch-1 checkpoint (step 4) falls between penalty steps 3 and 6.
+    pytest.param(("train.r1_every=3",), marks=pytest.mark.slow),
+    pytest.param(("train.r1_batch=16",), marks=pytest.mark.slow),
     pytest.param(("model.d_dropout=0", "train.d_updates=separate"), marks=pytest.mark.slow),
     # Autocast is slow on CPUs without fp16/bf16 units (~13 s each here).
     pytest.param(("train.precision=fp16",), marks=pytest.mark.slow),  # the grad scalers' state travels in the checkpoint
