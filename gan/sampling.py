@@ -40,15 +40,20 @@ def grid_uint8(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
 
     uint8, so trackers log it without rescaling (W&B casts floats to uint8 unscaled: black grids).
     """
-    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
-    n, _, height, width = images.shape
+    pixels = _uint8_pixels(images)
+    n, height, width = pixels.shape
     columns = min(nrow or max(1, int(math.sqrt(n))), n)
     rows = math.ceil(n / columns)
-    grid = torch.zeros(rows * (height + padding) + padding, columns * (width + padding) + padding)
-    for index, image in enumerate(images[:, 0]):
+    grid = torch.zeros(rows * (height + padding) + padding, columns * (width + padding) + padding, dtype=torch.uint8)
+    for index, image in enumerate(pixels):
         top, left = padding + (index // columns) * (height + padding), padding + (index % columns) * (width + padding)
         grid[top : top + height, left : left + width] = image
-    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).expand(3, -1, -1).contiguous()
+    return grid.expand(3, -1, -1).contiguous()
+
+
+def _uint8_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Images (N, 1, h, w) in [-1, 1] -> (N, h, w) uint8, rounded as torchvision's save_image rounds."""
+    return images.detach().float().cpu()[:, 0].clamp(-1, 1).add(1).div(2).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:
@@ -86,8 +91,8 @@ def write_progress_gif(samples_dir: Path, path: Path, frame_ms: int = 250) -> in
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Images (N, 1, h, w) in [-1, 1] as uint8 arrays (N, h, w)."""
-    return images.detach().float().cpu()[:, 0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    """Images (N, 1, h, w) in [-1, 1] as uint8 arrays (N, h, w), with the grids' rounding."""
+    return _uint8_pixels(images).numpy()
 
 
 def save_samples(images: torch.Tensor, path: str | Path) -> None:
