@@ -1,7 +1,10 @@
-"""Summarize a Hydra multirun sweep from its run directories alone (no W&B server needed).
+"""Summarize Hydra runs from their run directories alone (no W&B server needed).
 
-:func:`write_summary` writes summary.md, summary.csv and summary.png into the sweep directory and
-returns the table; ``python report.py SWEEP_DIR`` is its command line.
+:func:`write_summary` takes a multirun sweep directory, or several sweep and single-run directories
+(e.g. one seed run next to a sweep over the other seeds), writes summary.md, summary.csv and
+summary.png into the output directory and returns the table. When runs differ by ``seed``, a second
+table gives each setting's mean and spread over its seeds. ``python report.py DIR [DIR ...]`` is its
+command line.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +24,36 @@ from gan.history import read_metrics_csv
 
 # Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
 HIGHER_IS_BETTER = {"precision", "recall", "classifier_score", "classes_over_5pct", "d_real"}
+DIGITS = range(10)
 
 
-def _job_sort_key(path: Path) -> tuple[int, str]:
-    return (int(path.name), "") if path.name.isdigit() else (math.inf, path.name)  # type: ignore[return-value]
+def _job_sort_key(path: Path) -> tuple[float, str]:
+    return (int(path.name), "") if path.name.isdigit() else (math.inf, path.name)
+
+
+def job_dirs(directory: Path) -> list[Path]:
+    """The run itself when ``directory`` is one Hydra run, else its jobs in numeric order."""
+    if (directory / ".hydra" / "overrides.yaml").is_file():
+        return [directory]
+    return sorted((p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")), key=_job_sort_key)
+
+
+def _run_values(job_dir: Path, keys: list[str], overrides: list[str]) -> dict[str, Any]:
+    """The values ``keys`` had in the run: a config group's choice (e.g. model: small), else the composed value."""
+    hydra_file, config_file = job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra" / "config.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
+    config = OmegaConf.load(config_file) if config_file.is_file() else None
+    given = {name.lstrip("+~"): _parse_value(text) for name, _, text in (o.partition("=") for o in overrides)}
+    values = {}
+    for key in keys:
+        if key in choices:
+            values[key] = choices[key]
+        elif config is not None:
+            value = OmegaConf.select(config, key, default=None)
+            values[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        else:
+            values[key] = given.get(key)
+    return values
 
 
 def _parse_value(text: str) -> Any:
@@ -33,49 +63,99 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job: its overrides, last epoch's metrics, final evaluation and checkpoint."""
+def collect(directories: list[Path]) -> list[dict[str, Any]]:
+    """One row per run: its overrides, last epoch's metrics, final evaluation and checkpoint."""
     rows = []
-    for job_dir in sorted((p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")), key=_job_sort_key):
-        overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
-        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
-        row.update({o.split("=", 1)[0]: _parse_value(o.split("=", 1)[1]) for o in overrides if "=" in o})
-        if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
-            row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
-        if (job_dir / "eval.json").is_file():
-            final = json.loads((job_dir / "eval.json").read_text())
-            row.update({k: v for k, v in final.get("ema", final).items() if isinstance(v, (int, float))})
-        checkpoint = job_dir / "checkpoints" / "last.pt"
-        row["checkpoint"] = str(checkpoint) if checkpoint.is_file() else ""
-        if (job_dir / "wandb.json").is_file():  # written by the run's tracker
-            row["wandb"] = json.loads((job_dir / "wandb.json").read_text())
-        rows.append(row)
+    for directory in directories:
+        for job_dir in job_dirs(directory):
+            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+            name = job_dir.name if len(directories) == 1 or job_dir == directory else f"{directory.name}/{job_dir.name}"
+            row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir}
+            if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
+                row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
+            if (job_dir / "eval.json").is_file():
+                final = json.loads((job_dir / "eval.json").read_text())
+                row.update({k: v for k, v in final.get("ema", final).items() if isinstance(v, (int, float))})
+                if all(f"class_{d}" in row for d in DIGITS):
+                    shares = [row[f"class_{d}"] for d in DIGITS]
+                    row["digit_min"], row["digit_max"] = min(shares), max(shares)
+            checkpoint = job_dir / "checkpoints" / "last.pt"
+            row["checkpoint"] = str(checkpoint) if checkpoint.is_file() else ""
+            if (job_dir / "wandb.json").is_file():  # written by the run's tracker
+                row["wandb"] = json.loads((job_dir / "wandb.json").read_text())
+            rows.append(row)
+    # Every key any run overrides, valued from each run's composed config: a run that left it alone shows its default.
+    keys = overridden_keys(rows)
+    for row in rows:
+        job_dir = row.pop("_dir")
+        row.update(_run_values(job_dir, keys, row["overrides"].split()))
     return rows
 
 
+def overridden_keys(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for row in rows for o in row["overrides"].split()))
+
+
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
-    keys = dict.fromkeys(k for row in rows for o in row["overrides"].split() for k in [o.split("=", 1)[0]])
-    return [k for k in keys if len({json.dumps(row.get(k)) for row in rows}) > 1]
+    """Overridden keys whose values differ between runs."""
+    return [k for k in overridden_keys(rows) if len({json.dumps(row.get(k)) for row in rows}) > 1]
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_summary(sweep_dir: Path, metric: str | None = None, param: str | None = None) -> str:
-    rows = collect(sweep_dir)
+def seed_table(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
+    """Each setting's mean and spread over its seeds: the numbers a claim about a recipe should rest on."""
+    if "seed" not in params:
+        return []
+    settings = [p for p in params if p != "seed"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if isinstance(row.get("fid"), (int, float)):
+            groups.setdefault(json.dumps([row.get(p) for p in settings]), []).append(row)
+    if not groups:
+        return []
+    lines = ["", "Over seeds (mean ± standard deviation; digit range over all seeds; collapsed: fewer than 10 digits at >= 5%):", "",
+             "| " + " | ".join([*settings, "seeds", "fid", "recall", "precision", "digit range", "collapsed"]) + " |",
+             "|" + "---|" * (len(settings) + 6)]
+    for group in groups.values():
+        digit_range = (f"{100 * min(r['digit_min'] for r in group):.1f}-{100 * max(r['digit_max'] for r in group):.1f}%"
+                       if all("digit_min" in r for r in group) else "")
+        collapsed = sum(1 for r in group if r.get("classes_over_5pct", 10) < 10)
+        seeds = ",".join(_fmt(r.get("seed")) for r in group)
+        cells = [*(_fmt(group[0].get(p)) for p in settings), seeds, *(_mean_and_spread(group, m) for m in ("fid", "recall", "precision")),
+                 digit_range, str(collapsed)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_and_spread(rows: list[dict[str, Any]], metric: str) -> str:
+    values = [row[metric] for row in rows if isinstance(row.get(metric), (int, float))]
+    if not values:
+        return ""
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2g}"
+
+
+def write_summary(directories: Path | list[Path], metric: str | None = None, param: str | None = None,
+                  out: Path | None = None) -> str:
+    directories = [directories] if isinstance(directories, Path) else list(directories)
+    rows = collect(directories)
     if not rows:
-        raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun sweep directory.")
+        raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "
+                       "pass a multirun sweep directory or run directories.")
+    out = out or directories[0]
     params = swept_keys(rows)
     metric = metric or next((m for m in ("fid", "g_loss") if any(m in row for row in rows)), None)
-    param = param or (params[0] if params else None)
+    param = param or next((p for p in params if p != "seed"), params[0] if params else None)
     ranked = [row for row in rows if isinstance(row.get(metric), (int, float))]
     best = (max if metric in HIGHER_IS_BETTER else min)(ranked, key=lambda r: r[metric]) if ranked else None
 
     metric_columns = [k for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "precision", "recall",
-                                  "classifier_score", "class_kl", "classes_over_5pct") if any(k in row for row in rows)]
+                                  "classifier_score", "class_kl", "classes_over_5pct", "digit_min", "digit_max")
+                      if any(k in row for row in rows)]
     columns = ["job", *params, *metric_columns, "checkpoint"]
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+    with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["job", "overrides", *params, *metric_columns, "checkpoint"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -88,15 +168,14 @@ def write_summary(sweep_dir: Path, metric: str | None = None, param: str | None 
         lines.append("| " + " | ".join(cells) + " |")
     if best:
         lines += ["", f"Best by {metric}: job {best['job']} ({best['overrides']}), {metric} = {_fmt(best[metric])}, checkpoint {best['checkpoint']}"]
+    lines += seed_table(rows, params)
     lines += wandb_lines(rows)
     table = "\n".join(lines)
-    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n{table}\n")
+    (out / "summary.md").write_text(f"# Runs in {', '.join(map(str, directories))}\n\n{table}\n")
 
     if param and metric and ranked:
-        _plot(ranked, param, metric, sweep_dir / "summary.png")
+        _plot(ranked, param, metric, out / "summary.png")
     return table
-
-
 def wandb_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Where each job is in W&B: the sweep's group, then each run's URL, or the command that uploads it."""
     runs = [(row["job"], row["wandb"]) for row in rows if row.get("wandb")]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import pytest
 import torch
+
+from omegaconf import OmegaConf
 
 from gan.errors import GanError
 from gan.report import write_summary
@@ -56,6 +59,35 @@ def test_report_command_line(tiny_mnist, tmp_path):
     result = run_script("report.py", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| model |" in result.stdout and "| small |" in result.stdout
+
+
+def finished_run(run_dir, *overrides, fid, recall, shares):
+    """A run directory as train.py leaves it, holding only what the report reads."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    OmegaConf.save(compose_config(*overrides), run_dir / ".hydra" / "config.yaml")
+    scores = {"fid": fid, "recall": recall, "precision": 0.75, "classes_over_5pct": sum(s >= 0.05 for s in shares),
+              **{f"class_{digit}": share for digit, share in enumerate(shares)}}
+    (run_dir / "eval.json").write_text(json.dumps({"epoch": 50, "ema": scores, "raw": scores}))
+
+
+def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
+    balanced, collapsed = [0.1] * 10, [0.02, *[0.098] * 9]
+    finished_run(tmp_path / "default-s0", fid=9.0, recall=0.3, shares=balanced)
+    finished_run(tmp_path / "mbstd-s0", "model.d_mbstd_group=4", fid=8.0, recall=0.5, shares=balanced)
+    finished_run(tmp_path / "mbstd-seeds" / "0", "model.d_mbstd_group=4", "seed=1", fid=9.0, recall=0.6, shares=balanced)
+    finished_run(tmp_path / "mbstd-seeds" / "1", "model.d_mbstd_group=4", "seed=2", fid=10.0, recall=0.7, shares=collapsed)
+
+    table = write_summary([tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds"], out=tmp_path)
+    lines = table.splitlines()
+    assert lines[0].startswith("| job | model.d_mbstd_group | seed |"), "a key one run left alone is still a column"
+    assert "| default-s0 | 0 | 0 | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table and "| mbstd-seeds/1 | 4 | 2 | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
+    assert "| **mbstd-s0** (best) |" in table
+    over_seeds = lines[lines.index("| model.d_mbstd_group | seeds | fid | recall | precision | digit range | collapsed |"):]
+    assert over_seeds[2] == "| 0 | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
+    assert over_seeds[3] == "| 4 | 0,1,2 | 9 ± 1 | 0.6 ± 0.1 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    with open(tmp_path / "summary.csv") as f:
+        assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1"]
 
 
 def test_report_on_a_folder_without_jobs_says_so(tmp_path):
