@@ -62,7 +62,12 @@ class Dropout(nn.Module):
 
 class MinibatchStd(nn.Module):
     """Appends one feature: how much the features vary across each group of ``group`` samples (StyleGAN2's
-    mbstd), so D can tell a batch that lacks variety, which pushes G towards more of it."""
+    mbstd), so D can tell a batch that lacks variety, which pushes G towards more of it.
+
+    Groups are runs of consecutive samples (StyleGAN2 strides them), so D's one forward over real images
+    followed by fake ones never puts a real and a fake image in the same group: each group's spread is
+    then that of real data or that of G's samples, the difference D is meant to see.
+    """
 
     def __init__(self, group: int) -> None:
         super().__init__()
@@ -72,8 +77,8 @@ class MinibatchStd(nn.Module):
         n, width = x.shape
         group = min(self.group, n)
         # The epsilon keeps the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
-        spread = (x.view(group, -1, width).var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # one value per member index
-        return torch.cat([x, spread.repeat(group).unsqueeze(1)], dim=1)
+        spread = (x.view(-1, group, width).var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # one value per group
+        return torch.cat([x, spread.repeat_interleave(group).unsqueeze(1)], dim=1)
 
     def extra_repr(self) -> str:
         return f"group={self.group}"

@@ -6,6 +6,7 @@ No timings here: speed is measured by the benchmarks, never by tests.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -164,17 +165,32 @@ def test_minibatch_std_lets_d_see_the_variety_of_its_group():
     torch.manual_seed(0)
     discriminator = build_discriminator(ModelConfig(d_mbstd_group=4, d_dropout=0.0))
     images = torch.randn(8, 1, 28, 28)
-    # Groups of 4 are samples {0, 2, 4, 6} and {1, 3, 5, 7}: making sample 4 a copy of sample 0 leaves
-    # the other group, and so its logits, as they were.
+    # Groups of 4 are samples 0-3 and 4-7: making sample 2 a copy of sample 0 leaves the other group, and
+    # so its logits, as they were.
     changed = images.clone()
-    changed[4] = changed[0]
+    changed[2] = changed[0]
     before, after = discriminator(images), discriminator(changed)
-    assert not torch.equal(before[2], after[2]), "an untouched sample's logit depends on its group's variety"
-    assert torch.equal(before[1::2], after[1::2])
+    assert not torch.equal(before[1], after[1]), "an untouched sample's logit depends on its group's variety"
+    assert torch.equal(before[4:], after[4:])
     # A group of identical samples has zero spread: the gradient must stay finite there.
     same = images[:1].expand(8, -1, -1, -1).clone().requires_grad_(True)
     discriminator(same).sum().backward()
     assert torch.isfinite(same.grad).all() and all(torch.isfinite(p.grad).all() for p in discriminator.parameters())
+
+
+@pytest.mark.parametrize("model", [ModelConfig(d_mbstd_group=4), ModelConfig(d_pack=2), ModelConfig(d_pack=2, d_mbstd_group=4)])
+def test_d_judges_real_images_apart_from_the_fake_ones_in_the_same_forward(model):
+    # The D step runs one forward over real images followed by fake ones: no pack and no minibatch-std
+    # group may mix them, or D could not tell a batch of real images by its variety.
+    torch.manual_seed(0)
+    discriminator = build_discriminator(dataclasses.replace(model, d_dropout=0.0))
+    with torch.no_grad():
+        discriminator.net[-1].weight.fill_(1.0)  # so the group's spread, one input of the last layer, counts
+    real, fake = torch.randn(16, 1, 28, 28), 0.1 * torch.randn(16, 1, 28, 28)  # fakes that vary less
+    judged = 16 // model.d_pack
+    real_logits, fake_logits = discriminator(torch.cat([real, fake])).split(judged)
+    torch.testing.assert_close(real_logits, discriminator(real))
+    torch.testing.assert_close(fake_logits, discriminator(fake))
 
 
 @pytest.mark.parametrize("overrides", [
