@@ -98,20 +98,26 @@ class GanStep:
         """Update D on real and (detached) fake images; returns D's loss and its mean outputs."""
         with_r1 = self.r1_due(step)
         # With train.r1_batch smaller than the batch, the penalty runs on its own forward over the first
-        # r1_batch real images; otherwise it differentiates the loss's forward over the whole real batch.
+        # r1_batch real images; otherwise it differentiates D's forward over the whole real batch, which
+        # then runs apart from the fakes' so that they stay out of its double backward.
         on_subset = with_r1 and self.r1_batch < self.batch_size
         shared = with_r1 and not on_subset
         d_forward = self.discriminator if shared else self.d_forward
+        real_input = real
         if shared:
             real = real.detach().requires_grad_(True)
+            real_input = self.differentiable_copy(real)
         if self.cfg.d_updates == "joint":
             with self.autocast():
-                real_logits, fake_logits = d_forward(torch.cat([real, fake])).float().chunk(2)
+                if shared:
+                    real_logits, fake_logits = d_forward(real_input).float(), d_forward(fake).float()
+                else:
+                    real_logits, fake_logits = d_forward(torch.cat([real, fake])).float().chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)
             self.optimize(d_loss + self.penalty(real, real_logits, shared) if with_r1 else d_loss, self.opt_d, self.scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
             with self.autocast():
-                real_logits = d_forward(real).float()
+                real_logits = d_forward(real_input).float()
             d_loss_real = self.bce(real_logits, self.real_target)
             self.optimize(d_loss_real + self.penalty(real, real_logits, shared) if with_r1 else d_loss_real, self.opt_d, self.scaler_d)
             with self.autocast():
@@ -127,9 +133,7 @@ class GanStep:
             return self.r1_penalty(real_logits, real)
         subset = real[: self.r1_batch].detach().requires_grad_(True)
         with self.autocast():
-            # D gets a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
-            # (profilers, FlopCounterMode), and the copy's gradient flows to the subset all the same.
-            subset_logits = self.discriminator(subset.clone()).float()
+            subset_logits = self.discriminator(self.differentiable_copy(subset)).float()
         return self.r1_penalty(subset_logits, subset)
 
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:
@@ -146,6 +150,12 @@ class GanStep:
         """r1_every * gamma/2 * E||grad_x D(x)||^2 on real images: keeps D smooth where the data is (Mescheder et al., 2018)."""
         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
         return 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * grad.pow(2).flatten(1).sum(1).mean()
+
+    @staticmethod
+    def differentiable_copy(leaf: torch.Tensor) -> torch.Tensor:
+        # autograd.grad refuses a leaf as the input of a module with backward hooks (profilers,
+        # FlopCounterMode); D reads a copy, whose gradient reaches the leaf all the same.
+        return leaf.clone()
 
     @staticmethod
     def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

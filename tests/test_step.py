@@ -88,11 +88,30 @@ def test_r1_on_a_subset_is_the_penalty_of_those_images():
     assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=64), whole), "r1_batch = the batch is the whole-batch penalty"
 
 
-def test_r1_on_a_subset_runs_under_a_flop_counter():
+def test_whole_batch_r1_step_takes_the_gradient_of_loss_plus_penalty():
+    # The step runs D on the real images apart from the fakes (the penalty's double backward then skips
+    # the fakes); the gradient must be that of one joint loss plus the penalty all the same.
+    step = make_step(r1_gamma=2.0)
+    before = copy.deepcopy(step.discriminator)
+    real, fake = fixed_batch(), torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    step.discriminator_step(real, fake, 0)
+
+    real = real.clone().requires_grad_(True)
+    real_logits = before(real)
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    loss = bce(real_logits, torch.full((64,), 0.9)) + bce(before(fake), torch.zeros(64))
+    expected = torch.autograd.grad(loss + 0.5 * 2.0 * grad.pow(2).flatten(1).sum(1).mean(), list(before.parameters()))
+    for ours, theirs in zip((p.grad for p in step.discriminator.parameters()), expected):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("r1_batch", [16, None])
+def test_r1_runs_under_a_flop_counter(r1_batch):
     """The throughput benchmark counts FLOPs with module hooks, which refuse a leaf tensor as D's input."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step = make_step(r1_gamma=1.0, r1_batch=16)
+    step = make_step(r1_gamma=1.0, r1_batch=r1_batch)
     with FlopCounterMode(display=False) as counter:
         stats = step(fixed_batch(), 0)
     assert torch.isfinite(stats).all() and counter.get_total_flops() > 0
