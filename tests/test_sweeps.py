@@ -29,10 +29,13 @@ def hydra_config(*overrides):
     return compose_config(*overrides, hydra=True)
 
 
-def test_sweep_preset_is_a_multirun_over_learning_rates():
+def test_sweep_presets_are_multiruns_over_learning_rates_and_seeds():
     cfg = hydra_config("+sweep=lr")
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.hydra.sweeper.params["optim.lr"] == "0.0001,0.0002,0.0005"
+    cfg = hydra_config("+sweep=seeds", "model.d_mbstd_group=4")
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.model.d_mbstd_group == 4
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2"
 
 
 @pytest.mark.slow
