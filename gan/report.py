@@ -69,7 +69,9 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     for directory in directories:
         for job_dir in job_dirs(directory):
             overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
-            name = job_dir.name if len(directories) == 1 or job_dir == directory else f"{directory.name}/{job_dir.name}"
+            # A job's number alone would be ambiguous among several directories: name its sweep too.
+            single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
+            name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"
             row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir}
             if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
                 row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
@@ -181,8 +183,8 @@ def wandb_lines(rows: list[dict[str, Any]]) -> list[str]:
     runs = [(row["job"], row["wandb"]) for row in rows if row.get("wandb")]
     if not runs:
         return []
-    groups = sorted({str(run.get("group")) for _, run in runs})
-    lines = ["", f"W&B group: {', '.join(groups)}"]
+    groups = sorted({str(run["group"]) for _, run in runs if run.get("group")})
+    lines = ["", f"W&B group: {', '.join(groups) or 'none (single runs)'}"]
     for job, run in runs:
         where = run.get("url") or (f"offline, upload with `{run['sync_command']}`" if run.get("sync_command") else run.get("mode", ""))
         lines.append(f"- job {job}: {where}")

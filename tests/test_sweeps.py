@@ -80,17 +80,21 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
     finished_run(tmp_path / "mbstd-seeds" / "0", "model.d_mbstd_group=4", "seed=1", fid=9.0, recall=0.6, shares=balanced)
     finished_run(tmp_path / "mbstd-seeds" / "1", "model.d_mbstd_group=4", "seed=2", fid=10.0, recall=0.7, shares=collapsed)
 
-    table = write_summary([tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds"], out=tmp_path)
+    finished_run(tmp_path / "gamma-sweep" / "1", "train.r1_gamma=0.3", fid=8.0, recall=0.4, shares=balanced)
+
+    runs = [tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds", tmp_path / "gamma-sweep" / "1"]
+    table = write_summary(runs, out=tmp_path)
     lines = table.splitlines()
-    assert lines[0].startswith("| job | model.d_mbstd_group | seed |"), "a key one run left alone is still a column"
-    assert "| default-s0 | 0 | 0 | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
-    assert "| mbstd-seeds/1 | 4 | 2 | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
+    assert lines[0].startswith("| job | model.d_mbstd_group | seed | train.r1_gamma |"), "a key one run left alone is still a column"
+    assert "| default-s0 | 0 | 0 | 1 | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
+    assert "| mbstd-seeds/1 | 4 | 2 | 1 | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
+    assert "| gamma-sweep/1 | 0 | 0 | 0.3 | 8 |" in table, "a job handed alone is named with its sweep"
     assert "| **mbstd-s0** (best) |" in table
-    over_seeds = lines[lines.index("| model.d_mbstd_group | seeds | fid | recall | precision | digit range | collapsed |"):]
-    assert over_seeds[2] == "| 0 | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
-    assert over_seeds[3] == "| 4 | 0,1,2 | 9 ± 1 | 0.6 ± 0.1 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    over_seeds = lines[lines.index("| model.d_mbstd_group | train.r1_gamma | seeds | fid | recall | precision | digit range | collapsed |"):]
+    assert over_seeds[2] == "| 0 | 1 | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
+    assert over_seeds[3] == "| 4 | 1 | 0,1,2 | 9 ± 1 | 0.6 ± 0.1 | 0.75 ± 0 | 2.0-10.0% | 1 |"
     with open(tmp_path / "summary.csv") as f:
-        assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1"]
+        assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1"]
 
 
 def test_report_on_a_folder_without_jobs_says_so(tmp_path):
