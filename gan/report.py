@@ -178,6 +178,8 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
     if param and metric and ranked:
         _plot(ranked, param, metric, out / "summary.png")
     return table
+
+
 def wandb_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Where each job is in W&B: the sweep's group, then each run's URL, or the command that uploads it."""
     runs = [(row["job"], row["wandb"]) for row in rows if row.get("wandb")]

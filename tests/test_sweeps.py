@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from gan.errors import GanError
 from gan.report import write_summary
-from helpers.runs import compose_config, run_script
+from helpers.runs import compose_config, finished_run, run_script
 
 
 def sweep(data_root, sweep_dir, *args):
@@ -61,16 +59,6 @@ def test_report_command_line(tiny_mnist, tmp_path):
     result = run_script("report.py", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| model |" in result.stdout and "| small |" in result.stdout
-
-
-def finished_run(run_dir, *overrides, fid, recall, shares):
-    """A run directory as train.py leaves it, holding only what the report reads."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
-    OmegaConf.save(compose_config(*overrides), run_dir / ".hydra" / "config.yaml")
-    scores = {"fid": fid, "recall": recall, "precision": 0.75, "classes_over_5pct": sum(s >= 0.05 for s in shares),
-              **{f"class_{digit}": share for digit, share in enumerate(shares)}}
-    (run_dir / "eval.json").write_text(json.dumps({"epoch": 50, "ema": scores, "raw": scores}))
 
 
 def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):

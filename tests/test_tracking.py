@@ -18,7 +18,7 @@ from gan.signals import TrainingInterrupted
 from gan.tracking import resolve_mode
 from gan.trainer import train
 from helpers.faults import signal_at_step
-from helpers.runs import quick_config, run_script
+from helpers.runs import finished_run, quick_config, run_script
 from helpers.wandb_records import read_run, unwrap
 
 WANDB_ON = ("wandb.mode=offline",)
@@ -109,9 +109,7 @@ def test_run_records_what_a_reviewer_compares(tiny_mnist, tmp_path, caplog):
 def test_report_names_the_wandb_group_and_each_run(tmp_path):
     for job, where in (("0", {"mode": "online", "group": "lr-sweep", "url": "https://wandb.ai/me/mnist-gan/runs/abc"}),
                        ("1", {"mode": "offline", "group": "lr-sweep", "sync_command": "wandb sync /x/offline-run-1"})):
-        (tmp_path / job / ".hydra").mkdir(parents=True)
-        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- optim.lr={job}.001\n")
-        (tmp_path / job / "wandb.json").write_text(json.dumps(where))
+        finished_run(tmp_path / job, f"optim.lr={job}.001", wandb=where)
     table = write_summary(tmp_path)
     assert "W&B group: lr-sweep" in table
     assert "- job 0: https://wandb.ai/me/mnist-gan/runs/abc" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from gan.checkpoint import load_checkpoint
 from gan.config import Config, to_config
@@ -52,6 +54,22 @@ def run_script(*args: str, data_root: Path | None = None, timeout: int = 300) ->
     if data_root is not None:
         env["DATA_ROOT"] = str(data_root)
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recall: float = 0.0,
+                 shares: list[float] | None = None, wandb: dict[str, Any] | None = None) -> None:
+    """A run directory as train.py leaves it, holding only what report.py reads: the overrides, the
+    composed config, and (when given) the final evaluation and the tracker's wandb.json."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    OmegaConf.save(compose_config(*overrides), run_dir / ".hydra" / "config.yaml")
+    if fid is not None:
+        shares = shares or [0.1] * 10
+        scores = {"fid": fid, "recall": recall, "precision": 0.75, "classes_over_5pct": sum(s >= 0.05 for s in shares),
+                  **{f"class_{digit}": share for digit, share in enumerate(shares)}}
+        (run_dir / "eval.json").write_text(json.dumps({"epoch": 50, "ema": scores, "raw": scores}))
+    if wandb is not None:
+        (run_dir / "wandb.json").write_text(json.dumps(wandb))
 
 
 def assert_same_tensors(a: Any, b: Any, path: str = "") -> None:
