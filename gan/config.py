@@ -104,7 +104,7 @@ class DeviceConfig:
 class TrainConfig:
     d_updates: str = "joint"  # joint: one D step on real+fake; separate: the reference's two (real, then fake)
     label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - label_smoothing
-    ema_decay: float = 0.999  # generator EMA, with a warm-up over the first steps
+    ema_decay: float = 0.999  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t)), so 0.9999 is reached at step ~90k
     r1_gamma: float = 1.0  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     r1_every: int = 1  # lazy R1: the penalty every N steps, weighted by N; measured 16 and 4 cost FID (README)
     r1_batch: int | None = None  # real images the R1 penalty is estimated on, in a forward of their own (null: the whole batch)
