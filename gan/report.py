@@ -185,11 +185,13 @@ def wandb_lines(rows: list[dict[str, Any]]) -> list[str]:
     runs = [(row["job"], row["wandb"]) for row in rows if row.get("wandb")]
     if not runs:
         return []
-    groups = sorted({str(run["group"]) for _, run in runs if run.get("group")})
-    lines = ["", f"W&B group: {', '.join(groups) or 'none (single runs)'}"]
+    groups = {run.get("group") for _, run in runs}
+    shared = len(groups) == 1  # one sweep, or single runs only; otherwise each job names its own group
+    lines = ["", f"W&B group: {next(iter(groups)) or 'none (single runs)'}" if shared else "W&B groups: each job's, below"]
     for job, run in runs:
         where = run.get("url") or (f"offline, upload with `{run['sync_command']}`" if run.get("sync_command") else run.get("mode", ""))
-        lines.append(f"- job {job}: {where}")
+        group = "" if shared else f" (group {run.get('group') or 'none'})"
+        lines.append(f"- job {job}{group}: {where}")
     return lines
 
 

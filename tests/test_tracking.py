@@ -116,6 +116,16 @@ def test_report_names_the_wandb_group_and_each_run(tmp_path):
     assert "- job 1: offline, upload with `wandb sync /x/offline-run-1`" in table
 
 
+def test_report_names_each_jobs_group_when_the_runs_come_from_several(tmp_path):
+    finished_run(tmp_path / "single", wandb={"mode": "offline", "sync_command": "wandb sync /x/offline-run-0"})
+    finished_run(tmp_path / "gamma-sweep" / "1", "train.r1_gamma=0.3",
+                 wandb={"mode": "online", "group": "gamma-sweep", "url": "https://wandb.ai/me/mnist-gan/runs/abc"})
+    table = write_summary([tmp_path / "single", tmp_path / "gamma-sweep" / "1"], out=tmp_path)
+    assert "W&B group: gamma-sweep" not in table, "one job's sweep is not the group of every run listed"
+    assert "- job single (group none): offline, upload with `wandb sync /x/offline-run-0`" in table
+    assert "- job gamma-sweep/1 (group gamma-sweep): https://wandb.ai/me/mnist-gan/runs/abc" in table
+
+
 def netrc_with(tmp_path: Path, host: str) -> str:
     path = tmp_path / "netrc"
     path.write_text(f"machine {host}\n  login user\n  password secret-key\n")
