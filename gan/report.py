@@ -3,12 +3,13 @@
 :func:`write_summary` takes a multirun sweep directory, or several sweep and single-run directories
 (e.g. one seed run next to a sweep over the other seeds), writes summary.md, summary.csv and
 summary.png into the output directory and returns the table. When runs differ by ``seed``, a second
-table gives each setting's mean and spread over its seeds. ``python report.py DIR [DIR ...]`` is its
-command line.
+table gives each setting's mean and spread over its seeds. ``python report.py DIR [DIR ...]`` (or
+``python -m gan.report DIR [DIR ...]``) is its command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -19,7 +20,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from gan.errors import GanError
+from gan.errors import GanError, exit_on_user_error
 from gan.history import read_metrics_csv
 
 # Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
@@ -210,3 +211,20 @@ def _plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> No
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Summarize a sweep, or several runs, from their run directories: summary.md, summary.csv, summary.png.")
+    parser.add_argument("directories", type=Path, nargs="+", metavar="DIR",
+                        help="a Hydra multirun directory, e.g. outputs/multirun/DATE/TIME, or a run's directory")
+    parser.add_argument("--metric", help="column to rank jobs and plot (default: fid if evaluated, else g_loss)")
+    parser.add_argument("--param", help="swept key for the plot's x axis (default: the first swept key other than seed)")
+    parser.add_argument("--out", type=Path, help="where summary.md/.csv/.png go (default: the first DIR)")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        print(write_summary(args.directories, args.metric, args.param, args.out))
+
+
+if __name__ == "__main__":
+    main()
