@@ -148,6 +148,7 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
         raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "
                        "pass a multirun sweep directory or run directories.")
     out = out or directories[0]
+    out.mkdir(parents=True, exist_ok=True)
     params = swept_keys(rows)
     metric = metric or next((m for m in ("fid", "g_loss") if any(m in row for row in rows)), None)
     param = param or next((p for p in params if p != "seed"), params[0] if params else None)

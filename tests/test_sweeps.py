@@ -88,9 +88,10 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
 @pytest.mark.parametrize("command", [("report.py",), ("-m", "gan.report")])
 def test_report_runs_as_a_script_and_as_a_module(tmp_path, command):
     finished_run(tmp_path / "run", "optim.lr=0.0001", fid=9.0)
-    result = run_script(*command, str(tmp_path / "run"), "--out", str(tmp_path))
+    out = tmp_path / "summaries" / "new"  # --out need not exist yet
+    result = run_script(*command, str(tmp_path / "run"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "| **run** (best) | 9 |" in result.stdout and "| **run** (best) | 9 |" in (tmp_path / "summary.md").read_text()
+    assert "| **run** (best) | 9 |" in result.stdout and "| **run** (best) | 9 |" in (out / "summary.md").read_text()
 
 
 def test_report_on_a_folder_without_jobs_says_so(tmp_path):
