@@ -42,7 +42,7 @@ def job_dirs(directory: Path) -> list[Path]:
 def _run_values(job_dir: Path, keys: list[str], overrides: list[str]) -> dict[str, Any]:
     """The values ``keys`` had in the run: a config group's choice (e.g. model: small), else the composed value."""
     hydra_file, config_file = job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra" / "config.yaml"
-    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
+    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices", default={}) if hydra_file.is_file() else {}
     config = OmegaConf.load(config_file) if config_file.is_file() else None
     given = {name.lstrip("+~"): _parse_value(text) for name, _, text in (o.partition("=") for o in overrides)}
     values = {}
@@ -57,6 +57,14 @@ def _run_values(job_dir: Path, keys: list[str], overrides: list[str]) -> dict[st
     return values
 
 
+def _ignored_keys(job_dir: Path) -> list[str]:
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return []
+    keys = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.config.override_dirname.exclude_keys", default=None)
+    return [str(k) for k in keys] if keys is not None else []
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -69,7 +77,11 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for directory in directories:
         for job_dir in job_dirs(directory):
-            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+            # Keys that do not change the experiment (resume, data.root, wandb.*, ...) are left out, as
+            # they are from the run's W&B name: the run's own hydra.yaml lists them.
+            ignored = set(_ignored_keys(job_dir))
+            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+                         if str(o).split("=", 1)[0].lstrip("+~") not in ignored]
             # A job's number alone would be ambiguous among several directories: name its sweep too.
             single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
             name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"

@@ -69,8 +69,11 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
     finished_run(tmp_path / "mbstd-seeds" / "1", "model.d_mbstd_group=4", "seed=2", fid=10.0, recall=0.7, shares=collapsed)
 
     finished_run(tmp_path / "gamma-sweep" / "1", "train.r1_gamma=0.3", fid=8.0, recall=0.4, shares=balanced)
+    # Resumed once: resume and data.root change no result, so they neither split the seed table nor make columns.
+    finished_run(tmp_path / "mbstd-s3", "model.d_mbstd_group=4", "seed=3", "resume=auto", "data.root=/data",
+                 fid=8.0, recall=0.5, shares=balanced)
 
-    runs = [tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds", tmp_path / "gamma-sweep" / "1"]
+    runs = [tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds", tmp_path / "gamma-sweep" / "1", tmp_path / "mbstd-s3"]
     table = write_summary(runs, out=tmp_path)
     lines = table.splitlines()
     assert lines[0].startswith("| job | model.d_mbstd_group | seed | train.r1_gamma |"), "a key one run left alone is still a column"
@@ -80,9 +83,10 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
     assert "| **mbstd-s0** (best) |" in table
     over_seeds = lines[lines.index("| model.d_mbstd_group | train.r1_gamma | seeds | fid | recall | precision | digit range | collapsed |"):]
     assert over_seeds[2] == "| 0 | 1 | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
-    assert over_seeds[3] == "| 4 | 1 | 0,1,2 | 9 ± 1 | 0.6 ± 0.1 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    assert over_seeds[3] == "| 4 | 1 | 0,1,2,3 | 8.75 ± 0.96 | 0.575 ± 0.096 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    assert "resume" not in lines[0] and "data.root" not in lines[0]
     with open(tmp_path / "summary.csv") as f:
-        assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1"]
+        assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1", "mbstd-s3"]
 
 
 @pytest.mark.parametrize("command", [("report.py",), ("-m", "gan.report")])

@@ -62,6 +62,9 @@ def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recal
     composed config, and (when given) the final evaluation and the tracker's wandb.json."""
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    exclude_keys = OmegaConf.load(REPO / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys
+    OmegaConf.save(OmegaConf.create({"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}),
+                   run_dir / ".hydra" / "hydra.yaml")
     OmegaConf.save(compose_config(*overrides), run_dir / ".hydra" / "config.yaml")
     if fid is not None:
         shares = shares or [0.1] * 10
