@@ -32,6 +32,13 @@ def _fsync_replace(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err``: itself, or one it was raised from or while handling."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
 def save_checkpoint(state: dict[str, Any], path: Path, copies: tuple[Path, ...] = ()) -> None:
     """Write ``state`` to ``path`` (and each of ``copies``) so that a crash mid-write leaves the old file intact."""
     state = {"kind": KIND, "format_version": FORMAT_VERSION, **state}
@@ -48,7 +55,11 @@ def save_checkpoint(state: dict[str, Any], path: Path, copies: tuple[Path, ...] 
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             _fsync_replace(tmp, copy)
-    except OSError as err:
+    except (OSError, RuntimeError) as raised:
+        # A full disk inside torch.save surfaces as the zip writer's RuntimeError, raised while handling the OSError.
+        err = _os_error(raised)
+        if err is None:
+            raise
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
         raise GanError(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -198,13 +199,38 @@ def test_unwritable_run_directory_is_one_sentence(tiny_mnist, tmp_path):
         train(quick_config(tiny_mnist), blocker / "run")
 
 
-def test_failed_save_keeps_the_previous_checkpoint(tiny_mnist, tmp_path, monkeypatch):
+class FillingFile:
+    """A file on a disk that fills up after ``room`` bytes, as the OS reports it: write raises ENOSPC."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def disk_full_at_once(*args: Any, **kwargs: Any) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def disk_full_midway(state: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+    # torch's zip writer then raises a RuntimeError ("unexpected pos") while handling the OSError.
+    REAL_TORCH_SAVE(state, FillingFile(file, room=64 * 1024), *args, **kwargs)
+
+
+REAL_TORCH_SAVE = torch.save
+
+
+@pytest.mark.parametrize("disk_full", [disk_full_at_once, disk_full_midway])
+def test_failed_save_keeps_the_previous_checkpoint(tiny_mnist, tmp_path, monkeypatch, disk_full):
     run_quick(tiny_mnist, tmp_path, "epochs=1")
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(gan.checkpoint.torch, "save", disk_full)
     with pytest.raises(GanError, match="No space left on device"):
         run_quick(tiny_mnist, tmp_path, "epochs=2", "resume=auto")
