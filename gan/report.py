@@ -39,12 +39,23 @@ def job_dirs(directory: Path) -> list[Path]:
     return sorted((p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")), key=_job_sort_key)
 
 
-def _run_values(job_dir: Path, keys: list[str], overrides: list[str]) -> dict[str, Any]:
+def _hydra_record(job_dir: Path) -> Any:
+    """The run's .hydra/hydra.yaml (its config choices and naming rules), or None when it has none."""
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    return OmegaConf.load(hydra_file) if hydra_file.is_file() else None
+
+
+def _override_key(override: str) -> str:
+    """``+train.r1_gamma=0.3`` -> ``train.r1_gamma``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _run_values(job_dir: Path, hydra: Any, keys: list[str], overrides: list[str]) -> dict[str, Any]:
     """The values ``keys`` had in the run: a config group's choice (e.g. model: small), else the composed value."""
-    hydra_file, config_file = job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra" / "config.yaml"
-    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices", default={}) if hydra_file.is_file() else {}
+    config_file = job_dir / ".hydra" / "config.yaml"
+    choices = OmegaConf.select(hydra, "hydra.runtime.choices", default={}) if hydra is not None else {}
     config = OmegaConf.load(config_file) if config_file.is_file() else None
-    given = {name.lstrip("+~"): _parse_value(text) for name, _, text in (o.partition("=") for o in overrides)}
+    given = {_override_key(o): _parse_value(o.partition("=")[2]) for o in overrides}
     values = {}
     for key in keys:
         if key in choices:
@@ -57,12 +68,10 @@ def _run_values(job_dir: Path, keys: list[str], overrides: list[str]) -> dict[st
     return values
 
 
-def _ignored_keys(job_dir: Path) -> list[str]:
-    hydra_file = job_dir / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return []
-    keys = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.config.override_dirname.exclude_keys", default=None)
-    return [str(k) for k in keys] if keys is not None else []
+def _ignored_keys(hydra: Any) -> set[str]:
+    """Keys that change no result (resume, data.root, wandb.*, ...): the run's own exclude list for its W&B name."""
+    keys = OmegaConf.select(hydra, "hydra.job.config.override_dirname.exclude_keys", default=None) if hydra is not None else None
+    return {str(k) for k in keys} if keys is not None else set()
 
 
 def _parse_value(text: str) -> Any:
@@ -77,15 +86,13 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for directory in directories:
         for job_dir in job_dirs(directory):
-            # Keys that do not change the experiment (resume, data.root, wandb.*, ...) are left out, as
-            # they are from the run's W&B name: the run's own hydra.yaml lists them.
-            ignored = set(_ignored_keys(job_dir))
-            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
-                         if str(o).split("=", 1)[0].lstrip("+~") not in ignored]
+            hydra = _hydra_record(job_dir)
+            ignored = _ignored_keys(hydra)  # left out, as they are from the run's W&B name
+            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml") if _override_key(str(o)) not in ignored]
             # A job's number alone would be ambiguous among several directories: name its sweep too.
             single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
             name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"
-            row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir}
+            row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir, "_hydra": hydra}
             if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
                 row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
             if (job_dir / "eval.json").is_file():
@@ -102,13 +109,13 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     # Every key any run overrides, valued from each run's composed config: a run that left it alone shows its default.
     keys = overridden_keys(rows)
     for row in rows:
-        job_dir = row.pop("_dir")
-        row.update(_run_values(job_dir, keys, row["overrides"].split()))
+        job_dir, hydra = row.pop("_dir"), row.pop("_hydra")
+        row.update(_run_values(job_dir, hydra, keys, row["overrides"].split()))
     return rows
 
 
 def overridden_keys(rows: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for row in rows for o in row["overrides"].split()))
+    return list(dict.fromkeys(_override_key(o) for row in rows for o in row["overrides"].split()))
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -199,6 +199,9 @@ def test_unwritable_run_directory_is_one_sentence(tiny_mnist, tmp_path):
         train(quick_config(tiny_mnist), blocker / "run")
 
 
+REAL_TORCH_SAVE = torch.save  # kept before the tests monkeypatch it
+
+
 class FillingFile:
     """A file on a disk that fills up after ``room`` bytes, as the OS reports it: write raises ENOSPC."""
 
@@ -222,9 +225,6 @@ def disk_full_at_once(*args: Any, **kwargs: Any) -> None:
 def disk_full_midway(state: Any, file: Any, *args: Any, **kwargs: Any) -> None:
     # torch's zip writer then raises a RuntimeError ("unexpected pos") while handling the OSError.
     REAL_TORCH_SAVE(state, FillingFile(file, room=64 * 1024), *args, **kwargs)
-
-
-REAL_TORCH_SAVE = torch.save
 
 
 @pytest.mark.parametrize("disk_full", [disk_full_at_once, disk_full_midway])
