@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gan.checkpoint import epoch_checkpoint_name, load_weights, prune_epoch_checkpoints, resume_checkpoint, save_checkpoint
 from gan.config import Config
 from gan.data import training_images
-from gan.device import resolve_device
+from gan.device import keep_freed_memory, resolve_device
 from gan.errors import GanError
 from gan.hooks import EPOCH_HOOKS
 from gan.models import build_discriminator, build_generator
@@ -64,6 +64,8 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.device.name)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         torch.manual_seed(cfg.seed)
         self.images = training_images(cfg.data, self.device)
         self.batch_size = cfg.data.batch_size

@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from gan.config import ModelConfig, OptimConfig, TrainConfig
 from gan.errors import GanError
 from gan.models import Dropout, build_discriminator, build_generator
 from gan.step import GanStep
-from helpers.runs import assert_same_training_state, last_checkpoint, quick_config, run_quick
+from helpers.runs import REPO, assert_same_training_state, last_checkpoint, quick_config, run_quick
 
 DEVICE = torch.device("cpu")
 
@@ -232,3 +235,37 @@ def test_batch_must_split_into_packs_and_groups(tiny_mnist):
         quick_config(tiny_mnist, "model.d_mbstd_group=5")
     with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be .* a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
         quick_config(tiny_mnist, "model.d_pack=2", "model.d_mbstd_group=4", "train.r1_batch=12")
+
+
+PAGE_FAULTS_PER_STEP = """
+import copy, resource, sys, torch
+from gan.config import ModelConfig, OptimConfig, TrainConfig
+from gan.device import keep_freed_memory
+from gan.models import build_discriminator, build_generator
+from gan.step import GanStep
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+torch.manual_seed(0)
+g, d = build_generator(ModelConfig()), build_discriminator(ModelConfig())
+step = GanStep(g, d, copy.deepcopy(g), OptimConfig(), TrainConfig(), 64, torch.device("cpu"))
+real = torch.rand(64, 1, 28, 28) * 2 - 1
+for i in range(5):
+    step(real, i)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(5, 15):
+    step(real, i)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and getrusage's page faults")
+def test_a_cpu_step_reuses_freed_memory_instead_of_faulting_in_new_pages():
+    def faults_per_step(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True,
+                             check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return float(out.stdout.split()[-1])
+
+    default = faults_per_step("default")
+    if default < 100:
+        pytest.skip(f"this malloc already reuses freed memory ({default:.0f} page faults a step)")
+    assert faults_per_step("kept") < default / 20
