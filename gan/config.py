@@ -107,7 +107,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t)), so 0.9999 is reached at step ~90k
     r1_gamma: float = 1.0  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     r1_every: int = 1  # lazy R1: the penalty every N steps, weighted by N; measured 16 and 4 cost FID (README)
-    r1_batch: int | None = None  # real images the R1 penalty is estimated on, in a forward of their own (null: the whole batch)
+    r1_batch: int | None = None  # real images the R1 penalty is estimated on, in a forward of their own (null, or the batch or more: the whole batch)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with grad scalers)
     compile: bool = False  # torch.compile G and D
     compile_mode: str = "reduce-overhead"  # on CUDA: CUDA graphs, so small steps are not launch-bound
@@ -187,9 +187,9 @@ class Config:
                  f"data.batch_size / model.d_pack ({packed}) must be a multiple of model.d_mbstd_group ({self.model.d_mbstd_group}).")
         r1_batch = self.train.r1_batch
         judged_at_once = self.model.d_pack * max(self.model.d_mbstd_group, 1)
-        _require(r1_batch is None or (r1_batch <= self.data.batch_size and r1_batch % judged_at_once == 0),
-                 f"train.r1_batch ({r1_batch}) must be at most data.batch_size ({self.data.batch_size}) and a multiple of "
-                 f"model.d_pack x model.d_mbstd_group ({judged_at_once}).")
+        _require(r1_batch is None or r1_batch >= self.data.batch_size or r1_batch % judged_at_once == 0,
+                 f"train.r1_batch ({r1_batch}) must be a multiple of model.d_pack x model.d_mbstd_group ({judged_at_once}), "
+                 f"or null for the whole batch.")
 
 
 @dataclass

@@ -55,7 +55,7 @@ class GanStep:
                  optim: OptimConfig, cfg: TrainConfig, batch_size: int, device: torch.device) -> None:
         self.generator, self.discriminator, self.generator_ema = generator, discriminator, generator_ema
         self.cfg, self.batch_size, self.device = cfg, batch_size, device
-        self.r1_batch = cfg.r1_batch or batch_size
+        self.r1_batch = min(cfg.r1_batch or batch_size, batch_size)
         self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device)
         fp16 = cfg.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)

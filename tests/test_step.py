@@ -89,6 +89,7 @@ def test_r1_on_a_subset_is_the_penalty_of_those_images():
     on_subset = discriminator_update(0, r1_gamma=1, r1_batch=16)
     assert not torch.equal(on_subset, plain) and not torch.equal(on_subset, whole)
     assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=64), whole), "r1_batch = the batch is the whole-batch penalty"
+    assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=256), whole), "r1_batch over the batch is the whole batch"
 
 
 def test_whole_batch_r1_step_takes_the_gradient_of_loss_plus_penalty():
@@ -233,7 +234,7 @@ def test_batch_must_split_into_packs_and_groups(tiny_mnist):
         quick_config(tiny_mnist, "model.d_pack=3")
     with pytest.raises(GanError, match=r"multiple of model.d_mbstd_group \(5\)"):
         quick_config(tiny_mnist, "model.d_mbstd_group=5")
-    with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be .* a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
+    with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
         quick_config(tiny_mnist, "model.d_pack=2", "model.d_mbstd_group=4", "train.r1_batch=12")
 
 
@@ -249,12 +250,12 @@ torch.manual_seed(0)
 g, d = build_generator(ModelConfig()), build_discriminator(ModelConfig())
 step = GanStep(g, d, copy.deepcopy(g), OptimConfig(), TrainConfig(), 64, torch.device("cpu"))
 real = torch.rand(64, 1, 28, 28) * 2 - 1
-for i in range(5):
+faults = []
+for i in range(30):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step(real, i)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(5, 15):
-    step(real, i)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults[10:])[10])  # the median step once the heap has grown to its working size
 """
 
 
@@ -268,4 +269,4 @@ def test_a_cpu_step_reuses_freed_memory_instead_of_faulting_in_new_pages():
     default = faults_per_step("default")
     if default < 100:
         pytest.skip(f"this malloc already reuses freed memory ({default:.0f} page faults a step)")
-    assert faults_per_step("kept") < default / 20
+    assert faults_per_step("kept") < default / 100
