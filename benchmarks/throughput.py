@@ -8,6 +8,10 @@ the preloaded dataset. The loops take turns, repeat after repeat, so a machine w
 them alike; each figure is the median over repeats, after warm-up steps. Also reported: FLOPs per step
 (torch's FlopCounterMode, averaged over an R1 interval), the best matmul throughput at the models' layer
 shapes, and the fraction of it each loop achieves.
+
+All loops share one process, and building a Trainer sets the process's allocator to keep freed memory
+(``gan.device.keep_freed_memory``), so the reference loop here runs with it too: this compares the
+steps' own work. ``benchmarks.wall_time`` runs the reference as its own plain process.
 """
 
 from __future__ import annotations
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         return loop.steps_per_epoch / statistics.median(rates[loop.label])
 
     reference = epoch_seconds(loops[0])
-    print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps")
+    print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps; "
+          "every loop, the reference's too, with freed memory kept (one process)")
     print(f"fp32 matmul peak at the models' layer shapes: {peak:.0f} GFLOP/s")
     print("| loop | batch | steps/s | images/s | one epoch | vs reference (epoch time) | GFLOP/step | GFLOP/s | % of matmul peak |")
     print("|---|---|---|---|---|---|---|---|---|")

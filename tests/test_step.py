@@ -28,7 +28,8 @@ def make_step(dropout: float = 0.0, **train_options) -> GanStep:
     torch.manual_seed(0)
     model = ModelConfig(d_dropout=dropout)
     generator, discriminator = build_generator(model), build_discriminator(model)
-    return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), TrainConfig(**train_options), 64, DEVICE)
+    train = TrainConfig(**{"r1_batch": None, **train_options})  # R1 on the whole batch unless a test asks for a subset
+    return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), train, 64, DEVICE)
 
 
 def fixed_batch() -> torch.Tensor:

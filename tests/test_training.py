@@ -34,7 +34,7 @@ def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
     ckpt = last_checkpoint(tmp_path)
     assert (ckpt["epoch"], ckpt["step"]) == (3, 12)
     assert ckpt["fixed_noise"].shape == (16, 100)
-    assert ckpt["config"]["optim"]["lr"] == pytest.approx(2e-4)
+    assert ckpt["config"]["optim"]["lr"] == pytest.approx(3e-4)
     assert {*WEIGHTS, "opt_g", "opt_d", "scaler_g", "scaler_d", "rng"} <= ckpt.keys()
     # The EMA generator is its own set of weights, not an alias of G.
     assert not torch.equal(ckpt["generator"]["net.0.weight"], ckpt["generator_ema"]["net.0.weight"])
