@@ -41,7 +41,7 @@ def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimCo
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
     # Warm-up: early on the average would mostly remember the random initial weights. The ramp reaches
-    # 0.999 at step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 64 takes 46,850 steps).
+    # 0.999 at step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 128 takes 23,400 steps).
     decay = min(decay, (1 + step) / (10 + step))
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
