@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,12 +61,15 @@ def main(argv: list[str] | None = None) -> None:
                                                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
     times: dict[str, list[float]] = {label: [] for label in rows}
-    for repeat in range(args.repeats):  # the rows take turns
-        for index, (label, command) in enumerate(rows.items()):
-            place = scratch / f"{repeat}-{index}"
-            extra = [] if "reference" in label else [f"hydra.run.dir={place}", f"hydra.sweep.dir={place}"]
-            times[label].append(timed(command + extra, env))
-            print(f"repeat {repeat + 1}: {label}: {times[label][-1]:.1f} s", file=sys.stderr, flush=True)
+    try:
+        for repeat in range(args.repeats):  # the rows take turns
+            for index, (label, command) in enumerate(rows.items()):
+                place = scratch / f"{repeat}-{index}"
+                extra = [] if "reference" in label else [f"hydra.run.dir={place}", f"hydra.sweep.dir={place}"]
+                times[label].append(timed(command + extra, env))
+                print(f"repeat {repeat + 1}: {label}: {times[label][-1]:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # every run's checkpoints: hundreds of MB
 
     reference = statistics.median(times["reference loop"]) if "reference loop" in times else None
     print(f"{machine()}; whole processes, {args.epochs} epochs each, median of {args.repeats} repeats taking turns")
