@@ -22,9 +22,7 @@ from gan.signals import TrainingInterrupted
 from gan.trainer import train
 from helpers.faults import nan_losses_from, signal_at_step
 from helpers.mnist_files import make_tiny_mnist
-from helpers.runs import REPO, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
-
-QUICK_CLI = ("debug=default", "data.subset=null")  # what quick_config composes, for train.py subprocesses
+from helpers.runs import QUICK_OVERRIDES, REPO, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
 
 
 def wait_for(condition, timeout: float = 120.0) -> None:
@@ -78,7 +76,7 @@ def test_time_limit_warning_is_handed_to_the_scheduler_after_the_checkpoint(tiny
 def test_sigterm_to_a_training_process_then_resume_auto_is_exact(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", "epochs=2", *QUICK_CLI, "train.log_every=16", f"hydra.run.dir={run_dir}"]
+    args = [sys.executable, "train.py", "epochs=2", *QUICK_OVERRIDES, "train.log_every=16", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "DATA_ROOT": str(data), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
@@ -100,7 +98,7 @@ def test_preempted_cluster_job_is_requeued_and_resumes_exactly(tmp_path):
     is requeued by submitit (its local executor restarts a job that asks for it) and continues to the end."""
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     sweep_dir = tmp_path / "sweep"
-    args = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "epochs=2", *QUICK_CLI,
+    args = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "epochs=2", *QUICK_OVERRIDES,
             "train.log_every=16", "resume=auto", f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "DATA_ROOT": str(data), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -156,7 +154,7 @@ def test_keep_last_counts_epochs_by_number_past_epoch_999(tmp_path):
 def test_a_second_run_in_a_busy_directory_stops_at_once_and_a_stale_lock_is_taken_over(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "train.py", "epochs=50", *QUICK_CLI, f"hydra.run.dir={run_dir}"], cwd=REPO,
+    first = subprocess.Popen([sys.executable, "train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}"], cwd=REPO,
                              env={**os.environ, "DATA_ROOT": str(data)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())

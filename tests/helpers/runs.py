@@ -35,13 +35,14 @@ def _composed_quick_config(*overrides: str):
     return compose_config(*overrides)  # composing takes ~0.4 s; to_config below builds fresh objects every time
 
 
-def quick_config(data_root: Path, *overrides: str) -> Config:
-    """A validated config of the debug preset (CPU, no W&B, no evaluation) on the given data root.
+# The debug preset (CPU, no W&B, no evaluation) on all of a test's data, at batch 64: the tiny data sets
+# of these tests (256 images) then give 4 steps an epoch. train.py subprocesses of the tests pass the same.
+QUICK_OVERRIDES = ("debug=default", "data.subset=null", "data.batch_size=64")
 
-    Batch 64: the tiny data sets of these tests (256 images) then give 4 steps an epoch.
-    """
-    return to_config(_composed_quick_config("debug=default", f"data.root={data_root}", "data.subset=null",
-                                            "data.batch_size=64", *overrides))
+
+def quick_config(data_root: Path, *overrides: str) -> Config:
+    """A validated config of QUICK_OVERRIDES on the given data root."""
+    return to_config(_composed_quick_config(*QUICK_OVERRIDES, f"data.root={data_root}", *overrides))
 
 
 def run_quick(data_root: Path, run_dir: Path, *overrides: str, **names: str) -> dict[str, float]:
