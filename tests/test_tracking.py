@@ -21,7 +21,9 @@ from helpers.faults import signal_at_step
 from helpers.runs import finished_run, quick_config, run_script
 from helpers.wandb_records import read_run, unwrap
 
-WANDB_ON = ("wandb.mode=offline",)
+# A generous start-up wait: on a loaded 2-core machine the offline W&B service can take longer than the
+# default 30 s to start, and the run would then train without W&B and leave no .wandb file to read.
+WANDB_ON = ("wandb.mode=offline", "wandb.init_timeout=120")
 
 
 def wandb_files(run_dir: Path) -> list[Path]:
