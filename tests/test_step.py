@@ -260,6 +260,7 @@ print(sorted(faults[10:])[10])  # the median step once the heap has grown to its
 """
 
 
+@pytest.mark.slow  # two fresh Python processes importing torch: ~14 s
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and getrusage's page faults")
 def test_a_cpu_step_reuses_freed_memory_instead_of_faulting_in_new_pages():
     def faults_per_step(mode: str) -> float:
