@@ -51,10 +51,23 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
+        return x * self.cpu_factor(x)
+
+    def with_factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The forward's output and the factor each element was multiplied by (None: dropout is off)."""
+        if not self.training or self.p == 0:
+            return x, None
+        if x.device.type != "cpu":
+            out, keep = torch.native_dropout(x, self.p, True)
+            return out, keep.to(x.dtype) / (1 - self.p)
+        factor = self.cpu_factor(x)
+        return x * factor, factor
+
+    def cpu_factor(self, x: torch.Tensor) -> torch.Tensor:
         # The full 64-bit range: a plain random_() leaves the top bit 0, which would bias one value in four.
         words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
         keep = words.view(torch.int16)[: x.numel()].view_as(x) >= self.threshold
-        return x * (keep.to(x.dtype) * self.scale)
+        return keep.to(x.dtype) * self.scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -94,7 +107,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, hidden: list[int], dropout: float = 0.0, pack: int = 1, mbstd_group: int = 0) -> None:
         super().__init__()
-        self.pack = pack
+        self.pack, self.mbstd_group = pack, mbstd_group
         layers: list[nn.Module] = []
         width = IMAGE_PIXELS * pack
         for out in hidden:
@@ -109,6 +122,40 @@ class Discriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.reshape(-1, IMAGE_PIXELS * self.pack)).squeeze(1)
+
+    # -- D's gradient with respect to its input, for the R1 penalty --------------------------------
+    # Without minibatch stddev, D is Linear, then (LeakyReLU, dropout) per hidden layer, so its input
+    # gradient is a chain of weight matrices and elementwise factors: LeakyReLU's slope (1 or 0.2) times
+    # the dropout factor. Those factors are piecewise constant in the weights, so the penalty's gradient
+    # flows through the weight matrices alone. Writing the chain out lets the penalty reuse the loss's
+    # forward and take one ordinary backward; autograd's double backward instead runs a forward of its
+    # own and propagates zeros through the factors (about a fifth of a default step on 2 CPU cores).
+
+    def forward_with_slopes(self, images: torch.Tensor, rows: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits, and for the first ``rows`` inputs each hidden layer's elementwise factor (slope x dropout)."""
+        if self.mbstd_group:
+            raise ValueError("minibatch stddev mixes samples: take D's input gradient with autograd")
+        x = images.reshape(-1, IMAGE_PIXELS * self.pack)
+        slopes: list[torch.Tensor] = []
+        for layer in self.net:
+            if isinstance(layer, nn.LeakyReLU):
+                slopes.append(torch.where(x[:rows] > 0, 1.0, layer.negative_slope).to(x.dtype))
+                x = layer(x)
+            elif isinstance(layer, Dropout):
+                x, factor = layer.with_factor(x)
+                if factor is not None:
+                    slopes[-1] = slopes[-1] * factor[:rows]
+            else:
+                x = layer(x)
+        return x.squeeze(1), slopes
+
+    def input_gradient(self, slopes: list[torch.Tensor]) -> torch.Tensor:
+        """d(sum of those inputs' logits)/d(input), (rows, 784 x pack), differentiable in the weights."""
+        linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
+        grad = linears[-1].weight.expand(len(slopes[-1]), -1)
+        for linear, slope in zip(reversed(linears[:-1]), reversed(slopes)):
+            grad = (grad * slope) @ linear.weight
+        return grad
 
 
 def build_generator(cfg: ModelConfig) -> Generator:

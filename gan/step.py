@@ -56,6 +56,9 @@ class GanStep:
         self.generator, self.discriminator, self.generator_ema = generator, discriminator, generator_ema
         self.cfg, self.batch_size, self.device = cfg, batch_size, device
         self.r1_batch = min(cfg.r1_batch or batch_size, batch_size)
+        # gamma/2 * E||grad_x D(x)||^2 on real images keeps D smooth where the data is (Mescheder et al.,
+        # 2018); lazy R1 weighs it by its interval so the strength is unchanged.
+        self.r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
         self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device)
         fp16 = cfg.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -67,8 +70,8 @@ class GanStep:
         # On the CPU, reduce-overhead has no CUDA graphs to capture and compiles as the default mode.
         mode = cfg.compile_mode if device.type == "cuda" or cfg.compile_mode != "reduce-overhead" else "default"
         self.g_forward = torch.compile(generator, mode=mode) if cfg.compile else generator
-        # R1 steps differentiate D's gradient (a double backward), which torch.compile does not support:
-        # they run D eagerly, every other step runs the compiled D.
+        # R1 steps run D eagerly (they walk its layers for the input gradient, or take autograd's double
+        # backward, which torch.compile does not support); every other step runs the compiled D.
         self.d_forward = torch.compile(discriminator, mode=mode) if cfg.compile else discriminator
         # CUDA graphs reuse their output memory: each step starts a new generation of graph replays, and
         # D's statistics are read right after each D forward, before D runs again.
@@ -98,44 +101,42 @@ class GanStep:
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
         """Update D on real and (detached) fake images; returns D's loss and its mean outputs."""
         with_r1 = self.r1_due(step)
-        # With train.r1_batch smaller than the batch, the penalty runs on its own forward over the first
-        # r1_batch real images; otherwise it differentiates D's forward over the whole real batch, which
-        # then runs apart from the fakes' so that they stay out of its double backward.
-        on_subset = with_r1 and self.r1_batch < self.batch_size
-        shared = with_r1 and not on_subset
-        d_forward = self.discriminator if shared else self.d_forward
-        real_input = real
-        if shared:
-            real = real.detach().requires_grad_(True)
-            real_input = self.differentiable_copy(real)
         if self.cfg.d_updates == "joint":
-            with self.autocast():
-                if shared:
-                    real_logits, fake_logits = d_forward(real_input).float(), d_forward(fake).float()
-                else:
-                    real_logits, fake_logits = d_forward(torch.cat([real, fake])).float().chunk(2)
+            logits, penalty = self.judge(torch.cat([real, fake]), real, with_r1)
+            real_logits, fake_logits = logits.chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)
-            self.optimize(d_loss + self.penalty(real, real_logits, shared) if with_r1 else d_loss, self.opt_d, self.scaler_d)
+            self.optimize(d_loss if penalty is None else d_loss + penalty, self.opt_d, self.scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
-            with self.autocast():
-                real_logits = d_forward(real_input).float()
+            real_logits, penalty = self.judge(real, real, with_r1)
             d_loss_real = self.bce(real_logits, self.real_target)
-            self.optimize(d_loss_real + self.penalty(real, real_logits, shared) if with_r1 else d_loss_real, self.opt_d, self.scaler_d)
-            with self.autocast():
-                fake_logits = self.d_forward(fake).float()
+            self.optimize(d_loss_real if penalty is None else d_loss_real + penalty, self.opt_d, self.scaler_d)
+            fake_logits, _ = self.judge(fake, real, with_r1=False)
             d_loss_fake = self.bce(fake_logits, self.zeros)
             self.optimize(d_loss_fake, self.opt_d, self.scaler_d)
             d_loss = d_loss_real + d_loss_fake
         return d_loss.detach(), real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
 
-    def penalty(self, real: torch.Tensor, real_logits: torch.Tensor, shared: bool) -> torch.Tensor:
-        """The R1 term of this step: through the loss's own forward, or through a forward of the subset."""
-        if shared:
-            return self.r1_penalty(real_logits, real)
+    def judge(self, images: torch.Tensor, real: torch.Tensor, with_r1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits on ``images`` (the real ones first) and, on R1 steps, the penalty on the first r1_batch real images."""
+        if with_r1 and not self.discriminator.mbstd_group:
+            # The penalty reuses this forward (Discriminator.input_gradient): no forward of its own, no double backward.
+            with self.autocast():
+                logits, slopes = self.discriminator.forward_with_slopes(images, self.r1_batch // self.discriminator.pack)
+                grad = self.discriminator.input_gradient(slopes).float()
+            return logits.float(), self.r1_weight * grad.pow(2).sum() / self.r1_batch
+        with self.autocast():
+            logits = self.d_forward(images).float()
+        return logits, self.autograd_r1(real) if with_r1 else None
+
+    def autograd_r1(self, real: torch.Tensor) -> torch.Tensor:
+        """The penalty by autograd's double backward, on a forward of its own (minibatch stddev mixes samples)."""
         subset = real[: self.r1_batch].detach().requires_grad_(True)
         with self.autocast():
-            subset_logits = self.discriminator(self.differentiable_copy(subset)).float()
-        return self.r1_penalty(subset_logits, subset)
+            # D reads a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
+            # (profilers, FlopCounterMode), and the copy's gradient reaches the leaf all the same.
+            logits = self.discriminator(subset.clone()).float()
+        (grad,) = torch.autograd.grad(logits.sum(), subset, create_graph=True)
+        return self.r1_weight * grad.pow(2).sum() / self.r1_batch
 
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:
         """Update G with the non-saturating loss through the just-updated D."""
@@ -146,17 +147,6 @@ class GanStep:
         self.optimize(g_loss, self.opt_g, self.scaler_g)
         self.discriminator.requires_grad_(True)
         return g_loss.detach()
-
-    def r1_penalty(self, real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """r1_every * gamma/2 * E||grad_x D(x)||^2 on real images: keeps D smooth where the data is (Mescheder et al., 2018)."""
-        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-        return 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * grad.pow(2).flatten(1).sum(1).mean()
-
-    @staticmethod
-    def differentiable_copy(leaf: torch.Tensor) -> torch.Tensor:
-        # autograd.grad refuses a leaf as the input of a module with backward hooks (profilers,
-        # FlopCounterMode); D reads a copy, whose gradient reaches the leaf all the same.
-        return leaf.clone()
 
     @staticmethod
     def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,9 @@ from helpers.runs import REPO, assert_same_training_state, last_checkpoint, quic
 DEVICE = torch.device("cpu")
 
 
-def make_step(dropout: float = 0.0, **train_options) -> GanStep:
+def make_step(dropout: float = 0.0, model_options: dict | None = None, **train_options) -> GanStep:
     torch.manual_seed(0)
-    model = ModelConfig(d_dropout=dropout)
+    model = ModelConfig(d_dropout=dropout, **(model_options or {}))
     generator, discriminator = build_generator(model), build_discriminator(model)
     train = TrainConfig(**{"r1_batch": None, **train_options})  # R1 on the whole batch unless a test asks for a subset
     return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), train, 64, DEVICE)
@@ -79,13 +79,7 @@ def test_lazy_r1_applies_the_penalty_on_its_interval_weighted_by_it():
     assert torch.allclose(lazy, every, atol=1e-7)
 
 
-def test_r1_on_a_subset_is_the_penalty_of_those_images():
-    step = make_step(r1_gamma=2.0, r1_batch=16)
-    real = fixed_batch()
-    subset = real[:16].clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(step.discriminator(subset).sum(), subset)
-    expected = 0.5 * 2.0 * grad.pow(2).flatten(1).sum(1).mean()
-    assert torch.allclose(step.penalty(real, torch.empty(0), shared=False), expected)
+def test_r1_batch_at_or_over_the_batch_is_the_whole_batch():
     plain, whole = discriminator_update(0, r1_gamma=0), discriminator_update(0, r1_gamma=1)
     on_subset = discriminator_update(0, r1_gamma=1, r1_batch=16)
     assert not torch.equal(on_subset, plain) and not torch.equal(on_subset, whole)
@@ -93,22 +87,51 @@ def test_r1_on_a_subset_is_the_penalty_of_those_images():
     assert torch.equal(discriminator_update(0, r1_gamma=1, r1_batch=256), whole), "r1_batch over the batch is the whole batch"
 
 
-def test_whole_batch_r1_step_takes_the_gradient_of_loss_plus_penalty():
-    # The step runs D on the real images apart from the fakes (the penalty's double backward then skips
-    # the fakes); the gradient must be that of one joint loss plus the penalty all the same.
-    step = make_step(r1_gamma=2.0)
+@pytest.mark.parametrize(("r1_batch", "model_options"), [
+    (None, {}),
+    (16, {}),
+    (16, {"d_pack": 2}),
+    (16, {"d_mbstd_group": 4}),  # minibatch stddev: the penalty by autograd's double backward
+])
+def test_r1_step_takes_the_gradient_of_loss_plus_penalty(r1_batch, model_options):
+    # What the step computes (the input gradient written out, on the loss's own forward) must be the
+    # gradient of the joint loss plus gamma/2 E||grad_x D(x)||^2 on the first r1_batch real images, as
+    # autograd's double backward takes it.
+    step = make_step(model_options=model_options, r1_gamma=2.0, r1_batch=r1_batch)
     before = copy.deepcopy(step.discriminator)
     real, fake = fixed_batch(), torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     step.discriminator_step(real, fake, 0)
 
-    real = real.clone().requires_grad_(True)
-    real_logits = before(real)
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    subset = real[: r1_batch or 64].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(before(subset).sum(), subset, create_graph=True)
+    real_logits, fake_logits = before(torch.cat([real, fake])).chunk(2)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    loss = bce(real_logits, torch.full((64,), 0.9)) + bce(before(fake), torch.zeros(64))
+    loss = bce(real_logits, torch.full_like(real_logits, 0.9)) + bce(fake_logits, torch.zeros_like(fake_logits))
     expected = torch.autograd.grad(loss + 0.5 * 2.0 * grad.pow(2).flatten(1).sum(1).mean(), list(before.parameters()))
     for ours, theirs in zip((p.grad for p in step.discriminator.parameters()), expected):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_discriminator_input_gradient_is_autograds_with_the_same_dropout_masks(pack):
+    discriminator = build_discriminator(ModelConfig(d_dropout=0.3, d_pack=pack))
+    images, rows = torch.randn(32, 1, 28, 28), 8
+    torch.manual_seed(5)
+    logits, slopes = discriminator.forward_with_slopes(images, rows)
+    ours = discriminator.input_gradient(slopes)
+    torch.manual_seed(5)  # the same masks
+    leaf = images.clone().requires_grad_(True)
+    same_logits = discriminator(leaf)
+    (theirs,) = torch.autograd.grad(same_logits[:rows].sum(), leaf, create_graph=True)
+    assert torch.equal(logits, same_logits)
+    torch.testing.assert_close(ours, theirs[: rows * pack].reshape(rows, -1))
+    # The penalty's gradient in the weights: through the weight matrices only (the slopes are piecewise constant).
+    params = list(discriminator.parameters())
+    ours_by_weight = torch.autograd.grad(ours.pow(2).sum(), params, allow_unused=True)
+    theirs_by_weight = torch.autograd.grad(theirs.pow(2).sum(), params, allow_unused=True)
+    for a, b, param in zip(ours_by_weight, theirs_by_weight, params):
+        torch.testing.assert_close(torch.zeros_like(param) if a is None else a, torch.zeros_like(param) if b is None else b)
+    assert ours_by_weight[0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("r1_batch", [16, None])
