@@ -107,8 +107,8 @@ class TrainConfig:
     ema_decay: float = 0.999  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t)), so 0.9999 is reached at step ~90k
     r1_gamma: float = 1.0  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     r1_every: int = 1  # lazy R1: the penalty every N steps, weighted by N; measured 16 and 4 cost FID (README)
-    # Real images the R1 penalty is estimated on, in a forward of their own (null, or the batch or more: the
-    # whole batch). 32 of the 128 cost no quality over 3 seeds and make the step faster (README).
+    # Real images the R1 penalty is estimated on: the first ones of the batch (null, or the batch or more:
+    # the whole batch). 32 of the 128 cost no quality over 3 seeds and make the step faster (README).
     r1_batch: int | None = 32
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with grad scalers)
     compile: bool = False  # torch.compile G and D

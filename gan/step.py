@@ -70,8 +70,8 @@ class GanStep:
         # On the CPU, reduce-overhead has no CUDA graphs to capture and compiles as the default mode.
         mode = cfg.compile_mode if device.type == "cuda" or cfg.compile_mode != "reduce-overhead" else "default"
         self.g_forward = torch.compile(generator, mode=mode) if cfg.compile else generator
-        # R1 steps run D eagerly (they walk its layers for the input gradient, or take autograd's double
-        # backward, which torch.compile does not support); every other step runs the compiled D.
+        # The R1 penalty runs D eagerly (it walks D's layers for the input gradient, or takes autograd's
+        # double backward, which torch.compile does not support); the losses run the compiled D.
         self.d_forward = torch.compile(discriminator, mode=mode) if cfg.compile else discriminator
         # CUDA graphs reuse their output memory: each step starts a new generation of graph replays, and
         # D's statistics are read right after each D forward, before D runs again.
@@ -117,25 +117,28 @@ class GanStep:
         return d_loss.detach(), real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
 
     def judge(self, images: torch.Tensor, real: torch.Tensor, with_r1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's logits on ``images`` (the real ones first) and, on R1 steps, the penalty on the first r1_batch real images."""
-        if with_r1 and not self.discriminator.mbstd_group:
-            # The penalty reuses this forward (Discriminator.input_gradient): no forward of its own, no double backward.
-            with self.autocast():
-                logits, slopes = self.discriminator.forward_with_slopes(images, self.r1_batch // self.discriminator.pack)
-                grad = self.discriminator.input_gradient(slopes).float()
-            return logits.float(), self.r1_weight * grad.pow(2).sum() / self.r1_batch
+        """D's logits on ``images`` and, on R1 steps, the penalty on the first r1_batch real images."""
         with self.autocast():
             logits = self.d_forward(images).float()
-        return logits, self.autograd_r1(real) if with_r1 else None
+        return logits, self.r1_penalty(real) if with_r1 else None
 
-    def autograd_r1(self, real: torch.Tensor) -> torch.Tensor:
-        """The penalty by autograd's double backward, on a forward of its own (minibatch stddev mixes samples)."""
-        subset = real[: self.r1_batch].detach().requires_grad_(True)
-        with self.autocast():
-            # D reads a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
-            # (profilers, FlopCounterMode), and the copy's gradient reaches the leaf all the same.
-            logits = self.discriminator(subset.clone()).float()
-        (grad,) = torch.autograd.grad(logits.sum(), subset, create_graph=True)
+    def r1_penalty(self, real: torch.Tensor) -> torch.Tensor:
+        """gamma/2 * r1_every * E||grad_x D(x)||^2 over the first r1_batch real images, on dropout masks of their own."""
+        subset = real[: self.r1_batch].detach()
+        if not self.discriminator.mbstd_group:
+            # D's input gradient written out (Discriminator.input_gradient): a forward without autograd
+            # finds its factors, and the penalty needs no double backward.
+            with torch.no_grad(), self.autocast():
+                slopes = self.discriminator.slopes(subset)
+            with self.autocast():
+                grad = self.discriminator.input_gradient(slopes).float()
+        else:  # minibatch stddev mixes samples: autograd's double backward
+            subset.requires_grad_(True)
+            with self.autocast():
+                # D reads a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
+                # (profilers, FlopCounterMode), and the copy's gradient reaches the leaf all the same.
+                logits = self.discriminator(subset.clone()).float()
+            (grad,) = torch.autograd.grad(logits.sum(), subset, create_graph=True)
         return self.r1_weight * grad.pow(2).sum() / self.r1_batch
 
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:

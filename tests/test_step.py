@@ -115,16 +115,15 @@ def test_r1_step_takes_the_gradient_of_loss_plus_penalty(r1_batch, model_options
 @pytest.mark.parametrize("pack", [1, 2])
 def test_discriminator_input_gradient_is_autograds_with_the_same_dropout_masks(pack):
     discriminator = build_discriminator(ModelConfig(d_dropout=0.3, d_pack=pack))
-    images, rows = torch.randn(32, 1, 28, 28), 8
+    images = torch.randn(16, 1, 28, 28)
     torch.manual_seed(5)
-    logits, slopes = discriminator.forward_with_slopes(images, rows)
+    with torch.no_grad():
+        slopes = discriminator.slopes(images)
     ours = discriminator.input_gradient(slopes)
     torch.manual_seed(5)  # the same masks
     leaf = images.clone().requires_grad_(True)
-    same_logits = discriminator(leaf)
-    (theirs,) = torch.autograd.grad(same_logits[:rows].sum(), leaf, create_graph=True)
-    assert torch.equal(logits, same_logits)
-    torch.testing.assert_close(ours, theirs[: rows * pack].reshape(rows, -1))
+    (theirs,) = torch.autograd.grad(discriminator(leaf).sum(), leaf, create_graph=True)
+    torch.testing.assert_close(ours, theirs.reshape(16 // pack, -1))
     # The penalty's gradient in the weights: through the weight matrices only (the slopes are piecewise constant).
     params = list(discriminator.parameters())
     ours_by_weight = torch.autograd.grad(ours.pow(2).sum(), params, allow_unused=True)
