@@ -129,8 +129,8 @@ class Discriminator(nn.Module):
     # the dropout factor. Those factors are piecewise constant in the weights, so the penalty's gradient
     # flows through the weight matrices alone: a forward without autograd finds the factors, and the
     # penalty takes one ordinary backward. autograd's double backward instead keeps that forward's graph
-    # and propagates zeros back through the factors (the default step: 21.9 against 17.1 steps/s on 2
-    # CPU cores, README: Speed).
+    # and propagates zeros back through the factors (the default step: 19.8 against 17.1 steps/s on 2
+    # CPU cores in two throughput runs, README: Speed).
 
     def slopes(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's elementwise factor (LeakyReLU slope x dropout factor) at ``images``, from a

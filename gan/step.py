@@ -102,25 +102,25 @@ class GanStep:
         """Update D on real and (detached) fake images; returns D's loss and its mean outputs."""
         with_r1 = self.r1_due(step)
         if self.cfg.d_updates == "joint":
-            logits, penalty = self.judge(torch.cat([real, fake]), real, with_r1)
-            real_logits, fake_logits = logits.chunk(2)
+            real_logits, fake_logits = self.d_logits(torch.cat([real, fake])).chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)
-            self.optimize(d_loss if penalty is None else d_loss + penalty, self.opt_d, self.scaler_d)
+            self.optimize(self.with_penalty(d_loss, real, with_r1), self.opt_d, self.scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
-            real_logits, penalty = self.judge(real, real, with_r1)
+            real_logits = self.d_logits(real)
             d_loss_real = self.bce(real_logits, self.real_target)
-            self.optimize(d_loss_real if penalty is None else d_loss_real + penalty, self.opt_d, self.scaler_d)
-            fake_logits, _ = self.judge(fake, real, with_r1=False)
+            self.optimize(self.with_penalty(d_loss_real, real, with_r1), self.opt_d, self.scaler_d)
+            fake_logits = self.d_logits(fake)
             d_loss_fake = self.bce(fake_logits, self.zeros)
             self.optimize(d_loss_fake, self.opt_d, self.scaler_d)
             d_loss = d_loss_real + d_loss_fake
         return d_loss.detach(), real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
 
-    def judge(self, images: torch.Tensor, real: torch.Tensor, with_r1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's logits on ``images`` and, on R1 steps, the penalty on the first r1_batch real images."""
+    def d_logits(self, images: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            logits = self.d_forward(images).float()
-        return logits, self.r1_penalty(real) if with_r1 else None
+            return self.d_forward(images).float()
+
+    def with_penalty(self, loss: torch.Tensor, real: torch.Tensor, with_r1: bool) -> torch.Tensor:
+        return loss + self.r1_penalty(real) if with_r1 else loss
 
     def r1_penalty(self, real: torch.Tensor) -> torch.Tensor:
         """gamma/2 * r1_every * E||grad_x D(x)||^2 over the first r1_batch real images, on dropout masks of their own."""
@@ -144,9 +144,7 @@ class GanStep:
     def generator_step(self, fake: torch.Tensor) -> torch.Tensor:
         """Update G with the non-saturating loss through the just-updated D."""
         self.discriminator.requires_grad_(False)  # D's weights need no gradients here
-        with self.autocast():
-            logits = self.d_forward(fake).float()
-        g_loss = self.bce(logits, self.ones)
+        g_loss = self.bce(self.d_logits(fake), self.ones)
         self.optimize(g_loss, self.opt_g, self.scaler_g)
         self.discriminator.requires_grad_(True)
         return g_loss.detach()

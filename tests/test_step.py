@@ -94,7 +94,7 @@ def test_r1_batch_at_or_over_the_batch_is_the_whole_batch():
     (16, {"d_mbstd_group": 4}),  # minibatch stddev: the penalty by autograd's double backward
 ])
 def test_r1_step_takes_the_gradient_of_loss_plus_penalty(r1_batch, model_options):
-    # What the step computes (the input gradient written out, on the loss's own forward) must be the
+    # What the step computes (the input gradient written out, from a forward of the R1 images) must be the
     # gradient of the joint loss plus gamma/2 E||grad_x D(x)||^2 on the first r1_batch real images, as
     # autograd's double backward takes it.
     step = make_step(model_options=model_options, r1_gamma=2.0, r1_batch=r1_batch)
