@@ -72,6 +72,24 @@ def flops_per_step(step: Callable[[], None], steps: int) -> float:
     return counter.get_total_flops() / steps
 
 
+def kernel_seconds_per_step(step: Callable[[], None], steps: int, device: torch.device, top: int = 0) -> float | None:
+    """GPU time spent in kernels and copies per step (torch.profiler); None off CUDA. Divided by the step's
+    unprofiled time it is the GPU's busy share: the rest is launch overhead and host work. ``top``: also
+    print the kernels that take the most time."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = prof.key_averages()
+    if top:
+        print(kernels.table(sort_by="self_device_time_total", row_limit=top, max_name_column_width=70))
+    return sum(event.self_device_time_total for event in kernels) / 1e6 / steps
+
+
 def matmul_peak_gflops(device: torch.device, repeats: int = 5) -> float:
     """Best fp32 matmul throughput over the models' layer shapes at batch 64, 128 and 256 (forward and weight-gradient forms)."""
     widths = [(100, 256), (256, 512), (512, 1024), (1024, 784), (784, 1024), (1024, 512), (512, 256)]
@@ -104,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=320, help="timed steps per repeat (a multiple of train.r1_every)")
     parser.add_argument("--warmup", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kernels", type=int, default=0, help="on CUDA, print the N kernels that take the most time per loop")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
@@ -129,6 +148,11 @@ def main(argv: list[str] | None = None) -> None:
             synchronize(device)
             rates[loop.label].append(args.steps / (time.perf_counter() - started))
     peak = matmul_peak_gflops(device)
+    kernel_seconds = {}
+    for loop in loops:
+        if args.kernels:
+            print(f"kernels of {loop.label}, {4 * loop.r1_interval} steps:")
+        kernel_seconds[loop.label] = kernel_seconds_per_step(loop.step, 4 * loop.r1_interval, device, args.kernels)
 
     def epoch_seconds(loop: Loop) -> float:
         return loop.steps_per_epoch / statistics.median(rates[loop.label])
@@ -137,13 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps; "
           "every loop, the reference's too, with freed memory kept (one process)")
     print(f"fp32 matmul peak at the models' layer shapes: {peak:.0f} GFLOP/s")
-    print("| loop | batch | steps/s | images/s | one epoch | vs reference (epoch time) | GFLOP/step | GFLOP/s | % of matmul peak |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    on_gpu = device.type == "cuda"
+    print("| loop | batch | steps/s | images/s | one epoch | vs reference (epoch time) | GFLOP/step | GFLOP/s | % of matmul peak |"
+          + (" GPU busy (kernel time / step time) |" if on_gpu else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if on_gpu else ""))
     for loop in loops:
         rate = statistics.median(rates[loop.label])
         achieved = rate * flops[loop.label] / 1e9
         print(f"| {loop.label} | {loop.batch_size} | {rate:.1f} | {rate * loop.batch_size:.0f} | {epoch_seconds(loop):.1f} s | "
-              f"{reference / epoch_seconds(loop):.2f}x | {flops[loop.label] / 1e9:.2f} | {achieved:.0f} | {100 * achieved / peak:.0f}% |")
+              f"{reference / epoch_seconds(loop):.2f}x | {flops[loop.label] / 1e9:.2f} | {achieved:.0f} | {100 * achieved / peak:.0f}% |"
+              + (f" {100 * kernel_seconds[loop.label] * rate:.0f}% |" if on_gpu else ""))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gan.errors import GanError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -110,9 +110,10 @@ class TrainConfig:
     # Real images the R1 penalty is estimated on: the first ones of the batch (null, or the batch or more:
     # the whole batch). 32 of the 128 cost no quality over 3 seeds and make the step faster (README).
     r1_batch: int | None = 32
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with grad scalers)
+    precision: str = "fp32"  # fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast; fp16 with grad scalers)
     compile: bool = False  # torch.compile G and D
-    compile_mode: str = "reduce-overhead"  # on CUDA: CUDA graphs, so small steps are not launch-bound
+    compile_mode: str = "reduce-overhead"  # CUDA graphs of the compiled parts, where cuda_graph is off
+    cuda_graph: bool = True  # on CUDA: capture the whole step once and replay it (not with fp16 or nonfinite=skip)
     log_every: int = 50  # steps between progress updates and logged scalars
     nonfinite: str = "stop"  # on a NaN/inf loss: stop (keep the last good checkpoint) | skip that update
 

@@ -91,7 +91,8 @@ class MinibatchStd(nn.Module):
         group = min(self.group, n)
         # The epsilon keeps the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
         spread = (x.view(-1, group, width).var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # one value per group
-        return torch.cat([x, spread.repeat_interleave(group).unsqueeze(1)], dim=1)
+        # each group's value repeated for its samples (as repeat_interleave, with a view and one copy)
+        return torch.cat([x, spread.unsqueeze(1).expand(-1, group).reshape(-1, 1)], dim=1)
 
     def extra_repr(self) -> str:
         return f"group={self.group}"

@@ -2,16 +2,16 @@
 
 The loop hands :class:`GanStep` a real batch and the global step number; the step draws a fake batch,
 updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every``
-steps, on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA. Precision, grad scalers, torch.compile
-and the non-finite skip live here, so the loop never sees them. ``state_dict`` holds what the step
-carries from one step to the next besides the weights (both optimizers and both grad scalers), so
-every precision resumes exactly.
+steps, on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA.
+Precision, grad scalers, torch.compile, the whole-step CUDA graph and the non-finite skip live here, so
+the loop never sees them. ``state_dict`` holds what the step carries from one step to the next besides
+the weights (both optimizers and both grad scalers), so every precision resumes exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.config import OptimConfig, TrainConfig
+from gan.cuda_graph import GraphedStep
 from gan.models import Discriminator, Generator
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,23 +28,49 @@ STATS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, in this
 
 
 def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimConfig,
-                    device: torch.device) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+                    device: torch.device, capturable: bool = False) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     # One fused kernel updates all parameters of a network (on 2 CPU cores: 51.5 vs 42.4 steps/s
-    # against foreach); elsewhere torch picks foreach.
+    # against foreach); elsewhere torch picks foreach. ``capturable``: safe inside a CUDA graph.
     fused = True if device.type in ("cuda", "cpu") else None
-    betas = (cfg.betas[0], cfg.betas[1])
+    options = {"betas": (cfg.betas[0], cfg.betas[1]), "fused": fused, **({"capturable": True} if capturable else {})}
     return (
-        torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr, betas=betas, fused=fused),
-        torch.optim.Adam(discriminator.parameters(), lr=cfg.discriminator_lr, betas=betas, fused=fused),
+        torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr, **options),
+        torch.optim.Adam(discriminator.parameters(), lr=cfg.discriminator_lr, **options),
     )
 
 
+def ema_weight(decay: float, step: int) -> float:
+    """How far G-EMA moves towards G at ``step``: 1 - min(decay, (1 + step) / (10 + step)).
+
+    The warm-up ramp keeps the average from remembering the random initial weights; it reaches 0.999 at
+    step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 128 takes 23,400 steps).
+    """
+    return 1.0 - min(decay, (1 + step) / (10 + step))
+
+
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """CUDA's fp32 matmuls on TF32 tensor cores (10-bit mantissa) inside the block; the setting is restored after."""
+    matmul = torch.backends.cuda.matmul
+    key = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"  # torch >= 2.9 : older
+    saved = getattr(matmul, key)
+    setattr(matmul, key, "tf32" if key == "fp32_precision" else True)
+    try:
+        yield
+    finally:
+        setattr(matmul, key, saved)
+
+
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    # Warm-up: early on the average would mostly remember the random initial weights. The ramp reaches
-    # 0.999 at step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 128 takes 23,400 steps).
-    decay = min(decay, (1 + step) / (10 + step))
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+def update_ema(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -> None:
+    """ema += weight * (model - ema); a tensor ``weight`` (a device scalar) can change between CUDA graph replays."""
+    averaged, current = list(ema.parameters()), list(model.parameters())
+    if isinstance(weight, torch.Tensor):
+        steps = torch._foreach_sub(current, averaged)
+        torch._foreach_mul_(steps, weight)
+        torch._foreach_add_(averaged, steps)
+    else:
+        torch._foreach_lerp_(averaged, current, weight)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
         ema_buffer.copy_(buffer)
 
@@ -59,48 +86,70 @@ class GanStep:
         # gamma/2 * E||grad_x D(x)||^2 on real images keeps D smooth where the data is (Mescheder et al.,
         # 2018); lazy R1 weighs it by its interval so the strength is unchanged.
         self.r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
-        self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device)
         fp16 = cfg.precision == "fp16"
+        # The whole step as CUDA graphs (gan/cuda_graph.py). Not under fp16, whose grad scalers read the
+        # gradients' inf checks on the host, nor under nonfinite=skip, which reads the loss on the host.
+        graphed = device.type == "cuda" and cfg.cuda_graph and not fp16 and cfg.nonfinite == "stop"
+        self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device, capturable=graphed)
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
         dtype = AMP_DTYPES.get(cfg.precision)
         self.autocast: Callable[[], AbstractContextManager[Any]] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
+        # tf32: only the step's matmuls (evaluation keeps fp32); on the CPU it is fp32.
+        self.matmul_precision = tf32_matmuls if cfg.precision == "tf32" and device.type == "cuda" else contextlib.nullcontext
 
-        # On the CPU, reduce-overhead has no CUDA graphs to capture and compiles as the default mode.
-        mode = cfg.compile_mode if device.type == "cuda" or cfg.compile_mode != "reduce-overhead" else "default"
+        # reduce-overhead and max-autotune capture CUDA graphs of their own: not on the CPU, where there
+        # are none, nor inside the whole-step graph.
+        mode = cfg.compile_mode
+        if device.type != "cuda" or graphed:
+            mode = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
         self.g_forward = torch.compile(generator, mode=mode) if cfg.compile else generator
         # The R1 penalty runs D eagerly (it walks D's layers for the input gradient, or takes autograd's
         # double backward, which torch.compile does not support); the losses run the compiled D.
         self.d_forward = torch.compile(discriminator, mode=mode) if cfg.compile else discriminator
         # CUDA graphs reuse their output memory: each step starts a new generation of graph replays, and
         # D's statistics are read right after each D forward, before D runs again.
-        self.mark_graph_step = cfg.compile and mode == "reduce-overhead"
+        self.mark_graph_step = cfg.compile and mode == "reduce-overhead"  # CUDA without the whole-step graph
 
         judged = batch_size // discriminator.pack  # D's outputs per batch
         self.real_target = torch.full((judged,), 1.0 - cfg.label_smoothing, device=device)
         self.ones = torch.ones(judged, device=device)
         self.zeros = torch.zeros(judged, device=device)
+        # On CUDA the EMA's weight is a device scalar, set before each step, so graph replays and eager
+        # steps compute the average the same way.
+        self.ema_weight_on_device = torch.zeros((), device=device) if device.type == "cuda" else None
+        self.graphed = GraphedStep(self.run) if graphed else None
 
     def r1_due(self, step: int) -> bool:
         """Lazy R1 (as StyleGAN2): the penalty on every ``r1_every``-th step, weighted by the interval."""
         return self.cfg.r1_gamma > 0 and step % self.cfg.r1_every == 0
 
     def __call__(self, real: torch.Tensor, step: int) -> torch.Tensor:
+        weight = ema_weight(self.cfg.ema_decay, step)
+        if self.ema_weight_on_device is not None:
+            self.ema_weight_on_device.fill_(weight)
+        if self.graphed is not None:
+            return self.graphed(real, self.r1_due(step))
+        return self.run(real, self.r1_due(step), weight)
+
+    def run(self, real: torch.Tensor, with_r1: bool, weight: float | None = None) -> torch.Tensor:
+        """The step's work: fake batch, D update, G update, EMA (at ``weight``; on CUDA at the device scalar's)."""
         if self.mark_graph_step:
             torch.compiler.cudagraph_mark_step_begin()
         z = torch.randn(self.batch_size, self.generator.latent_dim, device=self.device)
-        with self.autocast():
-            fake = self.g_forward(z)
-        d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), step)
-        g_loss = self.generator_step(fake)
-        update_ema(self.generator_ema, self.generator, self.cfg.ema_decay, step)
+        with self.matmul_precision():
+            with self.autocast():
+                fake = self.g_forward(z)
+            d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), with_r1)
+            g_loss = self.generator_step(fake)
+        on_device = self.ema_weight_on_device
+        update_ema(self.generator_ema, self.generator, on_device if on_device is not None else weight)
         return torch.stack([d_loss, g_loss, d_real, d_fake])
 
     # -- the losses --------------------------------------------------------------------------
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
-        """Update D on real and (detached) fake images; returns D's loss and its mean outputs."""
-        with_r1 = self.r1_due(step)
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, with_r1: bool) -> tuple[torch.Tensor, ...]:
+        """Update D on real and (detached) fake images, with the R1 penalty when due; returns D's loss and its mean outputs."""
         if self.cfg.d_updates == "joint":
             real_logits, fake_logits = self.d_logits(torch.cat([real, fake])).chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)

@@ -15,21 +15,12 @@ import sys
 import pytest
 import torch
 
-from gan.config import ModelConfig, OptimConfig, TrainConfig
+from gan.config import ModelConfig
 from gan.errors import GanError
 from gan.models import Dropout, build_discriminator, build_generator
-from gan.step import GanStep
+from gan.step import ema_weight, update_ema
 from helpers.runs import REPO, assert_same_training_state, last_checkpoint, quick_config, run_quick
-
-DEVICE = torch.device("cpu")
-
-
-def make_step(dropout: float = 0.0, model_options: dict | None = None, **train_options) -> GanStep:
-    torch.manual_seed(0)
-    model = ModelConfig(d_dropout=dropout, **(model_options or {}))
-    generator, discriminator = build_generator(model), build_discriminator(model)
-    train = TrainConfig(**{"r1_batch": None, **train_options})  # R1 on the whole batch unless a test asks for a subset
-    return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), train, 64, DEVICE)
+from helpers.steps import make_step
 
 
 def fixed_batch() -> torch.Tensor:
@@ -59,6 +50,19 @@ def test_option_stays_close_to_fp32(options, tolerance, min_cosine):
     # The weights moved (no skipped steps) and in the direction fp32 moved them.
     assert update.norm() > 0.5 * reference_update.norm()
     assert torch.nn.functional.cosine_similarity(update.flatten(), reference_update.flatten(), dim=0) > min_cosine
+
+
+def test_ema_follows_its_warm_up_ramp_with_a_float_or_a_device_scalar_weight():
+    assert ema_weight(0.999, 0) == pytest.approx(0.9)  # early on: mostly the current weights
+    assert ema_weight(0.999, 100_000) == pytest.approx(0.001)  # then the configured decay
+    torch.manual_seed(0)
+    model, start = build_generator(ModelConfig()), build_generator(ModelConfig())
+    averages = [copy.deepcopy(start) for _ in range(2)]
+    update_ema(averages[0], model, 0.25)
+    update_ema(averages[1], model, torch.tensor(0.25))  # the form a CUDA graph replays
+    for float_avg, tensor_avg, current, initial in zip(*(m.parameters() for m in (*averages, model, start))):
+        expected = initial + 0.25 * (current - initial)
+        assert torch.allclose(float_avg, expected, atol=1e-6) and torch.allclose(tensor_avg, expected, atol=1e-6)
 
 
 def discriminator_update(step_index: int, **train_options) -> torch.Tensor:
@@ -100,7 +104,7 @@ def test_r1_step_takes_the_gradient_of_loss_plus_penalty(r1_batch, model_options
     step = make_step(model_options=model_options, r1_gamma=2.0, r1_batch=r1_batch)
     before = copy.deepcopy(step.discriminator)
     real, fake = fixed_batch(), torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-    step.discriminator_step(real, fake, 0)
+    step.discriminator_step(real, fake, with_r1=True)
 
     subset = real[: r1_batch or 64].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(before(subset).sum(), subset, create_graph=True)
