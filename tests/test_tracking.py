@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import signal
+import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from gan.tracking import resolve_mode
 from gan.trainer import train
 from helpers.faults import signal_at_step
 from helpers.runs import finished_run, quick_config, run_script
-from helpers.wandb_records import read_run, unwrap
+from helpers.wandb_records import FULL, read_run, unwrap
 
 # A generous start-up wait: on a loaded 2-core machine the offline W&B service can take longer than the
 # default 30 s to start, and the run would then train without W&B and leave no .wandb file to read.
@@ -32,6 +34,21 @@ def wandb_files(run_dir: Path) -> list[Path]:
 
 def train_tracked(data_root: Path, run_dir: Path, *overrides: str, **names):
     return train(quick_config(data_root, *WANDB_ON, *overrides), run_dir, **names)
+
+
+def test_reading_a_run_waits_for_the_records_the_service_writes_when_it_closes_the_file(tmp_path):
+    from wandb.proto import wandb_internal_pb2
+
+    path = tmp_path / "run-x.wandb"
+    path.write_bytes(b":W&B\xbe\xef\x01")  # what a finished run's file can hold until the service closes it
+    exit_record = wandb_internal_pb2.Record(exit=wandb_internal_pb2.RunExitRecord(exit_code=143)).SerializeToString()
+
+    def close_the_file() -> None:
+        with path.open("ab") as file:
+            file.write(struct.pack("<IHB", 0, len(exit_record), FULL) + exit_record)
+
+    threading.Timer(0.5, close_the_file).start()
+    assert read_run(path).exit_code == 143
 
 
 def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):

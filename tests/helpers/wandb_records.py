@@ -3,16 +3,23 @@
 Offline runs write no config.yaml or summary json, so the run's own record log is the truth. It is a
 7-byte header followed by LevelDB-log framing (32 KiB blocks; records split into FIRST/MIDDLE/LAST
 chunks) around protobuf ``Record`` messages.
+
+The W&B service (0.31) holds a run's records in a buffer until it closes the file, and it closes it
+after ``run.finish()`` has returned: the Python side tells it to and does not wait (a publish, not a
+request). Read at once, the file can hold its 7-byte header alone (seen in CI: a finished run read back
+with no records). ``read_run`` waits for the exit record, the last one a finished run writes.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 BLOCK, HEADER, FILE_HEADER = 32768, 7, 7
@@ -58,7 +65,22 @@ class LoggedRun:
     exit_code: int | None = None
 
 
-def read_run(path: Path) -> LoggedRun:
+def read_run(path: Path, timeout: float = 60.0) -> LoggedRun:
+    """What a finished run logged, once its file holds the exit record (waits up to ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = parse_run(path)
+        except DecodeError:  # a record cut short by a write still under way
+            run = None
+        if run is not None and run.exit_code is not None:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout:.0f} s: the run was not finished")
+        time.sleep(0.1)
+
+
+def parse_run(path: Path) -> LoggedRun:
     run = LoggedRun()
     for raw in raw_records(path):
         record = wandb_internal_pb2.Record.FromString(raw)
