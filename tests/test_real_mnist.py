@@ -1,4 +1,4 @@
-"""A few hundred steps on the real MNIST files (DATA_ROOT) already move the generator towards digits."""
+"""Two epochs on the real MNIST files (DATA_ROOT) already move the generator towards digits."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from helpers.runs import quick_config, run_quick
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")]
 
 
-def test_three_hundred_steps_on_real_mnist_learn(tmp_path):
+def test_two_epochs_on_real_mnist_learn(tmp_path):
     root = real_mnist_root()
-    final = run_quick(root, tmp_path, "epochs=1", "data.subset=19200", "train.log_every=50")  # 300 steps of 64
-    assert final["step"] == 300
+    final = run_quick(root, tmp_path, "epochs=2", "data.batch_size=128", "train.log_every=50")  # the default batch
+    assert final["step"] == 2 * 468
     assert all(math.isfinite(final[k]) for k in ("d_loss", "g_loss"))
     assert (tmp_path / "samples" / "epoch_001.png").is_file() and (tmp_path / "losses.png").is_file()
 
-    # Measured on CPU, seed 0: FID 1906 -> 1576 (G), pixel mean 0.0 -> -0.43 (MNIST: -0.73),
-    # precision of the EMA samples 0.0 -> 1.0. At this point the MLP GAN still draws few shapes, so
-    # class balance only comes later (a few epochs).
+    # Measured on a 2-core Xeon (AVX-512), 2 epochs at batch 128: G's FID 1906 -> 1170, 1166 and 1212 on
+    # seeds 0, 1 and 2, pixel mean 0.0 -> -0.65 (MNIST: -0.73), precision of the EMA samples 0.0 -> 1.0.
+    # In its first few hundred steps G still swings (after 300 steps of 64 its FID ranged from 1532 to
+    # 1905 over seeds and machines), hence two epochs. Class balance comes later (a few epochs).
     evaluator = Evaluator(root, download=False)
     torch.manual_seed(0)
     untrained_generator = build_generator(quick_config(root).model)
@@ -34,7 +35,7 @@ def test_three_hundred_steps_on_real_mnist_learn(tmp_path):
     trained = evaluator.score_generator(trained_generator, 2000)
     ema = evaluator.score_generator(load_generator(tmp_path / "checkpoints" / "last.pt", ema=True), 2000)
 
-    assert trained["fid"] < 0.9 * untrained["fid"], (trained["fid"], untrained["fid"])
+    assert trained["fid"] < 0.8 * untrained["fid"], (trained["fid"], untrained["fid"])
     assert untrained["precision"] < 0.05 and ema["precision"] > 0.5
     z = noise(1000, 100, seed=0)
     untrained_mean, trained_mean = generate(untrained_generator, z).mean().item(), generate(trained_generator, z).mean().item()
