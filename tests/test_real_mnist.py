@@ -25,8 +25,9 @@ def test_two_epochs_on_real_mnist_learn(tmp_path):
 
     # Measured on a 2-core Xeon (AVX-512), 2 epochs at batch 128: G's FID 1906 -> 1170, 1166 and 1212 on
     # seeds 0, 1 and 2, pixel mean 0.0 -> -0.65 (MNIST: -0.73), precision of the EMA samples 0.0 -> 1.0.
-    # In its first few hundred steps G still swings (after 300 steps of 64 its FID ranged from 1532 to
-    # 1905 over seeds and machines), hence two epochs. Class balance comes later (a few epochs).
+    # In its first few hundred steps G still swings (after 300 steps of 64 its FID was 1905, 1661 and
+    # 1853 on seeds 0-2 here, 1576 for seed 0 on an AVX2 EPYC), hence two epochs. Class balance comes
+    # later (a few epochs).
     evaluator = Evaluator(root, download=False)
     torch.manual_seed(0)
     untrained_generator = build_generator(quick_config(root).model)
