@@ -32,10 +32,10 @@ def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimCo
     # One fused kernel updates all parameters of a network (on 2 CPU cores: 51.5 vs 42.4 steps/s
     # against foreach); elsewhere torch picks foreach. ``capturable``: safe inside a CUDA graph.
     fused = True if device.type in ("cuda", "cpu") else None
-    options = {"betas": (cfg.betas[0], cfg.betas[1]), "fused": fused, **({"capturable": True} if capturable else {})}
+    betas = (cfg.betas[0], cfg.betas[1])
     return (
-        torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr, **options),
-        torch.optim.Adam(discriminator.parameters(), lr=cfg.discriminator_lr, **options),
+        torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr, betas=betas, fused=fused, capturable=capturable),
+        torch.optim.Adam(discriminator.parameters(), lr=cfg.discriminator_lr, betas=betas, fused=fused, capturable=capturable),
     )
 
 
@@ -117,24 +117,24 @@ class GanStep:
         self.ones = torch.ones(judged, device=device)
         self.zeros = torch.zeros(judged, device=device)
         # On CUDA the EMA's weight is a device scalar, set before each step, so graph replays and eager
-        # steps compute the average the same way.
+        # steps compute the average the same way; the graph reads it from there.
         self.ema_weight_on_device = torch.zeros((), device=device) if device.type == "cuda" else None
-        self.graphed = GraphedStep(self.run) if graphed else None
+        self.graphed = GraphedStep(lambda real, with_r1: self.run(real, with_r1, self.ema_weight_on_device)) if graphed else None
 
     def r1_due(self, step: int) -> bool:
         """Lazy R1 (as StyleGAN2): the penalty on every ``r1_every``-th step, weighted by the interval."""
         return self.cfg.r1_gamma > 0 and step % self.cfg.r1_every == 0
 
     def __call__(self, real: torch.Tensor, step: int) -> torch.Tensor:
-        weight = ema_weight(self.cfg.ema_decay, step)
+        weight: float | torch.Tensor = ema_weight(self.cfg.ema_decay, step)
         if self.ema_weight_on_device is not None:
-            self.ema_weight_on_device.fill_(weight)
+            weight = self.ema_weight_on_device.fill_(weight)
         if self.graphed is not None:
             return self.graphed(real, self.r1_due(step))
         return self.run(real, self.r1_due(step), weight)
 
-    def run(self, real: torch.Tensor, with_r1: bool, weight: float | None = None) -> torch.Tensor:
-        """The step's work: fake batch, D update, G update, EMA (at ``weight``; on CUDA at the device scalar's)."""
+    def run(self, real: torch.Tensor, with_r1: bool, weight: float | torch.Tensor) -> torch.Tensor:
+        """The step's work: fake batch, D update, G update, EMA at ``weight`` (on CUDA the device scalar)."""
         if self.mark_graph_step:
             torch.compiler.cudagraph_mark_step_begin()
         z = torch.randn(self.batch_size, self.generator.latent_dim, device=self.device)
@@ -143,8 +143,7 @@ class GanStep:
                 fake = self.g_forward(z)
             d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), with_r1)
             g_loss = self.generator_step(fake)
-        on_device = self.ema_weight_on_device
-        update_ema(self.generator_ema, self.generator, on_device if on_device is not None else weight)
+        update_ema(self.generator_ema, self.generator, weight)
         return torch.stack([d_loss, g_loss, d_real, d_fake])
 
     # -- the losses --------------------------------------------------------------------------
