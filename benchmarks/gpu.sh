@@ -14,13 +14,15 @@ cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpu-out}"
 mkdir -p "$out"
 
-# What the GPU image lacks (it has torch, torchvision, torchmetrics, numpy, matplotlib, pytest, ...).
+# What the GPU image lacks (it has torch, torchvision, torchmetrics, numpy, matplotlib, pytest, ...); pytest-xdist
+# spreads the suite over that machine's 16 cores.
 WHEELS="hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0 hydra-submitit-launcher==1.2.0 submitit==1.5.4
 wandb==0.31.0 cwevals==0.0.1b1 protobuf==7.36.2 platformdirs==4.14.8 pydantic==2.14.4 pydantic-core==2.50.5
 annotated-types==0.8.0 typing-inspection==0.4.5 googleapis-common-protos==1.76.0 opentelemetry-api==1.45.2
 opentelemetry-sdk==1.45.2 opentelemetry-semantic-conventions==0.66b2 opentelemetry-proto==1.45.2
 opentelemetry-exporter-otlp-proto-http==1.45.2 opentelemetry-exporter-otlp-proto-common==1.45.2
-opentelemetry-exporter-http-transport==0.66b2 opentelemetry-exporter-otlp-common==0.66b2"
+opentelemetry-exporter-http-transport==0.66b2 opentelemetry-exporter-otlp-common==0.66b2
+pytest-timeout==2.4.0 pytest-xdist==3.8.0 execnet==2.1.2"
 PYTHON_VERSION="${GPU_PYTHON_VERSION:-3.12}"  # the GPU image's python3
 
 prepare() {

@@ -179,7 +179,7 @@ class Trainer:
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
             "generator_ema": self.generator_ema.state_dict(),
             **self.gan_step.state_dict(),  # opt_g, opt_d, scaler_g, scaler_d
-            "rng": _rng_state(), "fixed_noise": self.fixed_noise,
+            "rng": _rng_state(self.device), "fixed_noise": self.fixed_noise,
             "config": asdict(self.cfg), "history": self.history, "trace": torch.tensor(self.trace),
             "progress": None if self.progress is None else asdict(self.progress),
             "tracker_run_id": self.tracker_run_id,
@@ -196,7 +196,7 @@ class Trainer:
         self.progress = None if progress is None else EpochProgress(**{
             k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in progress.items()})
         self.tracker_run_id = ckpt.get("tracker_run_id")
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"], self.device)
 
     def save(self) -> Path:
         """Write last.pt; at the end of every ``checkpoint_every`` epochs and of the run, also a kept epoch_NNN.pt."""
@@ -221,16 +221,18 @@ class Trainer:
         )
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    # The CUDA generators only when the run trains on CUDA: a CPU run on a GPU machine must not start a CUDA
+    # context, and its checkpoint must not depend on whether a GPU happens to be visible (a SLURM job may see none).
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

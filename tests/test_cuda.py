@@ -106,3 +106,17 @@ def test_resume_on_cuda_continues_exactly(tiny_mnist, tmp_path, extra):
     straight, resumed = last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "resumed")
     assert_same_training_state(straight, resumed)
     assert_same_tensors(straight["trace"], resumed["trace"], "trace")
+
+
+def test_cpu_run_on_a_gpu_machine_leaves_the_cuda_generators_alone(tiny_mnist, tmp_path, monkeypatch):
+    """A CPU run's checkpoint holds the CPU generator alone: it must not depend on whether a GPU is visible
+    (submitit hides the GPUs from a CPU job, so a requeued job's checkpoint differed from a plain run's)."""
+    def touched(*args, **kwargs):
+        raise AssertionError("a CPU run touched the CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", touched)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", touched)
+    run_quick(tiny_mnist, tmp_path, "device=cpu", "epochs=1")
+    assert last_checkpoint(tmp_path)["rng"].keys() == {"torch"}
+    run_quick(tiny_mnist, tmp_path, "device=cpu", "epochs=2", "resume=auto")
+    assert last_checkpoint(tmp_path)["epoch"] == 2
