@@ -60,7 +60,9 @@ def test_sample_writes_grid_tensor_and_array(trained_run, tmp_path):
     array = np.load(tmp_path / "samples.npy")
     assert tensor.shape == (10, 1, 28, 28) and array.shape == (10, 1, 28, 28)
     assert tensor.min() >= -1 and tensor.max() <= 1
-    assert np.allclose(tensor.numpy(), array), "same seed gives the same samples"
+    # Two processes, so not always to the bit: MKL's CPU matmuls may take another path for differently
+    # aligned buffers (seen in CI on the Xeon: 2.7e-6 apart). Another seed's samples differ by up to 0.15.
+    assert np.allclose(tensor.numpy(), array, rtol=0, atol=1e-4), "same seed gives the same samples"
 
 
 def test_sample_without_checkpoint_fails_clearly():
