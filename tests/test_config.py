@@ -183,5 +183,5 @@ def test_out_of_range_values_fail_with_one_sentence(override, message):
 
 def test_default_recipe_and_seed_replica_differ_only_where_documented():
     default, replica = to_config(compose_config()), to_config(compose_config("experiment=seed_replica"))
-    assert (default.train.label_smoothing, default.train.r1_gamma, default.train.d_updates, default.model.d_dropout) == (0.1, 1.0, "joint", 0.0)
+    assert (default.train.label_smoothing, default.train.r1_gamma, default.train.d_updates, default.model.d_dropout) == (0.1, 2.0, "joint", 0.0)
     assert (replica.train.label_smoothing, replica.train.r1_gamma, replica.train.d_updates, replica.model.d_dropout) == (0.0, 0.0, "separate", 0.0)

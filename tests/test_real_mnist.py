@@ -23,10 +23,10 @@ def test_three_epochs_on_real_mnist_learn(tmp_path):
     assert all(math.isfinite(final[k]) for k in ("d_loss", "g_loss"))
     assert (tmp_path / "samples" / "epoch_001.png").is_file() and (tmp_path / "losses.png").is_file()
 
-    # Measured on a 2-core Xeon (AVX-512), the default recipe at batch 128 (no dropout in D), G's FID on
-    # 2000 samples (untrained: 1906) after epochs 1 to 5: seed 0 1567, 1692, 675, 434, 347; seed 1 1657,
-    # 1310, 600, 362, 285; seed 2 1531, 2077, 696, 495, 371. G swings in its first two epochs (seed 2 is
-    # worse than untrained after two), then falls steadily: three epochs, bound 0.5 x untrained.
+    # Measured on a 2-core Xeon (AVX-512), the default recipe at batch 128 (no dropout, R1 gamma 2), G's FID
+    # on 2000 samples (untrained: 1906) after epochs 1 to 5: seed 0 1524, 1218, 628, 393, 381; seed 1 1519,
+    # 978, 592, 441, 333; seed 2 1455, 1072, 498, 420, 348. G swings in its first two epochs (with gamma 1
+    # seed 2 was worse than untrained after two), then falls steadily: three epochs, bound 0.5 x untrained.
     evaluator = Evaluator(root, download=False)
     torch.manual_seed(0)
     untrained_generator = build_generator(quick_config(root).model)
