@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from gan.config import TrainConfig
 from gan.errors import GanError
 from gan.report import write_summary
 from helpers.runs import compose_config, finished_run, run_script
@@ -77,13 +78,14 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
     table = write_summary(runs, out=tmp_path)
     lines = table.splitlines()
     assert lines[0].startswith("| job | model.d_mbstd_group | seed | train.r1_gamma |"), "a key one run left alone is still a column"
-    assert "| default-s0 | 0 | 0 | 1 | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
-    assert "| mbstd-seeds/1 | 4 | 2 | 1 | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
+    gamma = f"{TrainConfig().r1_gamma:g}"  # the default, which runs that leave it alone report
+    assert f"| default-s0 | 0 | 0 | {gamma} | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
+    assert f"| mbstd-seeds/1 | 4 | 2 | {gamma} | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
     assert "| gamma-sweep/1 | 0 | 0 | 0.3 | 8 |" in table, "a job handed alone is named with its sweep"
     assert "| **mbstd-s0** (best) |" in table
     over_seeds = lines[lines.index("| model.d_mbstd_group | train.r1_gamma | seeds | fid | recall | precision | digit range | collapsed |"):]
-    assert over_seeds[2] == "| 0 | 1 | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
-    assert over_seeds[3] == "| 4 | 1 | 0,1,2,3 | 8.75 ± 0.96 | 0.575 ± 0.096 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    assert over_seeds[2] == f"| 0 | {gamma} | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
+    assert over_seeds[3] == f"| 4 | {gamma} | 0,1,2,3 | 8.75 ± 0.96 | 0.575 ± 0.096 | 0.75 ± 0 | 2.0-10.0% | 1 |"
     assert "resume" not in lines[0] and "data.root" not in lines[0]
     with open(tmp_path / "summary.csv") as f:
         assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1", "mbstd-s3"]
