@@ -7,17 +7,15 @@ import platform
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from gan.config import Config, to_config
+from gan.config import Config, compose
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def train_config(*overrides: str) -> Config:
     """conf/config.yaml with these command-line overrides, validated: the config `python train.py OVERRIDES` runs."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+    return compose(*overrides)
 
 
 def machine() -> str:

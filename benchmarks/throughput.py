@@ -9,9 +9,8 @@ them alike; each figure is the median over repeats, after warm-up steps. Also re
 (torch's FlopCounterMode, averaged over an R1 interval), the best matmul throughput at the models' layer
 shapes, and the fraction of it each loop achieves.
 
-All loops share one process, and building a Trainer sets the process's allocator to keep freed memory
-(``gan.device.keep_freed_memory``), so the reference loop here runs with it too: this compares the
-steps' own work. ``benchmarks.wall_time`` runs the reference as its own plain process.
+All loops share one process: this compares the steps' own work. ``benchmarks.wall_time`` runs the
+reference as its own plain process.
 """
 
 from __future__ import annotations
@@ -56,7 +55,8 @@ def repo_step(overrides: list[str], data_root: str) -> tuple[Loop, torch.device]
 
     def step() -> None:
         i = position["step"] % steps_per_epoch
-        trainer.gan_step(trainer.images[order[i * batch_size : (i + 1) * batch_size]], position["step"])
+        batch = order[i * batch_size : (i + 1) * batch_size]
+        trainer.gan_step(trainer.images[batch], trainer.labels[batch] if trainer.conditional else None, position["step"])
         position["step"] += 1
 
     interval = cfg.train.r1_every if cfg.train.r1_gamma > 0 else 1
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         return loop.steps_per_epoch / statistics.median(rates[loop.label])
 
     reference = epoch_seconds(loops[0])
-    print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps; "
-          "every loop, the reference's too, with freed memory kept (one process)")
+    print(f"{machine()}; median of {args.repeats} repeats x {args.steps} steps, taking turns, after {args.warmup} warm-up steps, one process")
     print(f"fp32 matmul peak at the models' layer shapes: {peak:.0f} GFLOP/s")
     on_gpu = device.type == "cuda"
     print("| loop | batch | steps/s | images/s | one epoch | vs reference (epoch time) | GFLOP/step | GFLOP/s | % of matmul peak |"

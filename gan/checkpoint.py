@@ -1,8 +1,13 @@
-"""Checkpoints: written atomically, read without executing code, checked before use."""
+"""Checkpoints: written atomically, read without executing code, checked before use.
+
+``resume=auto`` takes the run's newest readable checkpoint: ``last.pt``, or, when that file is damaged
+(a crash or a full disk can leave one so on some file systems), the newest good ``epoch_NNN.pt``, keeping
+the damaged file under another name instead of writing over it.
+"""
 
 from __future__ import annotations
 
-import os
+import logging
 import pickle
 import re
 import shutil
@@ -15,21 +20,18 @@ from torch import nn
 
 from gan.config import ModelConfig
 from gan.errors import GanError
+from gan.rundir import replace_atomically
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: the model config names its classes (model.generator, model.discriminator) and num_classes
 KIND = "mnist-gan"
+# What a format-1 checkpoint (from before models were named by the config) was trained with.
+FORMAT_1_MODEL = {"generator": "gan.models.MlpGenerator", "discriminator": "gan.models.MlpDiscriminator", "num_classes": 0}
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    try:  # make the rename itself durable; not every platform lets a directory be opened
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+class DamagedCheckpoint(GanError):
+    """A checkpoint file that cannot be read: truncated or corrupt bytes."""
 
 
 def _os_error(err: BaseException | None) -> OSError | None:
@@ -42,30 +44,26 @@ def _os_error(err: BaseException | None) -> OSError | None:
 def save_checkpoint(state: dict[str, Any], path: Path, copies: tuple[Path, ...] = ()) -> None:
     """Write ``state`` to ``path`` (and each of ``copies``) so that a crash mid-write leaves the old file intact."""
     state = {"kind": KIND, "format_version": FORMAT_VERSION, **state}
-    temporaries = [target.with_name(f".{target.name}.tmp") for target in (path, *copies)]
+    target = path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporaries[0], "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_replace(temporaries[0], path)
-        for copy, tmp in zip(copies, temporaries[1:]):
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            _fsync_replace(tmp, copy)
+        replace_atomically(path, lambda f: torch.save(state, f))
+        for target in copies:
+            replace_atomically(target, lambda f: _copy_into(f, path))
     except (OSError, RuntimeError) as raised:
         # A full disk inside torch.save surfaces as the zip writer's RuntimeError, raised while handling the OSError.
         err = _os_error(raised)
         if err is None:
             raise
-        for tmp in temporaries:
-            tmp.unlink(missing_ok=True)
         raise GanError(
-            f"could not write the checkpoint {path} ({err.strerror or err}); free disk space or run in a writable "
+            f"could not write the checkpoint {target} ({err.strerror or err}); free disk space or run in a writable "
             f"folder (hydra.run.dir=...); the previous checkpoint there is untouched."
         ) from err
+
+
+def _copy_into(f: Any, source: Path) -> None:
+    with open(source, "rb") as src:
+        shutil.copyfileobj(src, f)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -81,12 +79,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} contains Python objects other than tensors and plain data, so it was not loaded "
                 f"(loading it could run code); use a checkpoint written by this repo's train.py."
             ) from None
-        raise GanError(f"{path} is corrupt and cannot be read; resume from another checkpoint such as an earlier epoch_NNN.pt.") from None
-    except Exception as err:  # damaged bytes can fail anywhere inside the unpickler (seen: IndexError, EOFError, RuntimeError)
-        raise GanError(
-            f"{path} is truncated or corrupt and cannot be read ({str(err).splitlines()[0]}); "
-            f"resume from another checkpoint such as an earlier epoch_NNN.pt."
-        ) from None
+        raise DamagedCheckpoint(f"{path} is truncated or corrupt and cannot be read{_other_checkpoints(path)}") from None
+    except Exception:  # damaged bytes can fail anywhere inside the unpickler (seen: IndexError, EOFError, RuntimeError)
+        raise DamagedCheckpoint(f"{path} is truncated or corrupt and cannot be read{_other_checkpoints(path)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
         raise GanError(f"{path} is not a checkpoint written by this repo's train.py; pass a checkpoints/*.pt file from a run directory.")
     version = ckpt.get("format_version")
@@ -95,7 +90,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} was written in checkpoint format {version}, newer than the {FORMAT_VERSION} this code reads; "
             f"update this repository (git pull) to load it."
         )
+    if version == 1 and isinstance(ckpt.get("config"), dict):
+        ckpt["config"]["model"] = {**FORMAT_1_MODEL, **ckpt["config"].get("model", {})}
     return ckpt
+
+
+def _other_checkpoints(path: Path) -> str:
+    """The rest of a damaged-checkpoint sentence: the newest good checkpoint beside it, if any."""
+    good = newest_readable_checkpoint(path.parent, exclude=path)
+    if good is None:
+        return "; no other readable checkpoint is in that folder: start the run anew."
+    return f"; the newest readable checkpoint beside it is {good}: resume from it with resume={good}."
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint of this repo (memory-mapped, so a large file is not read whole)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file, or not one of ours: either way not a checkpoint
+        return False
+    return isinstance(ckpt, dict) and ckpt.get("kind") == KIND
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -107,24 +121,65 @@ def _epoch_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def prune_epoch_checkpoints(checkpoint_dir: Path, keep_last: int) -> list[Path]:
-    """Delete all but the ``keep_last`` newest epoch_NNN.pt files, newest by epoch number; returns the deleted ones.
+def epoch_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The kept epoch_NNN.pt files, oldest first by epoch number (as text, epoch_1000.pt sorts before epoch_950.pt)."""
+    numbered = [(_epoch_of(path), path) for path in checkpoint_dir.glob("epoch_*.pt")]
+    return [path for epoch, path in sorted((e, p) for e, p in numbered if e is not None)]
 
-    By number, not by name: as text, epoch_1000.pt sorts before epoch_950.pt.
-    """
-    by_epoch = sorted((epoch, path) for path in checkpoint_dir.glob("epoch_*.pt") if (epoch := _epoch_of(path)) is not None)
-    stale = [path for _, path in by_epoch[: max(len(by_epoch) - keep_last, 0)]]
+
+def prune_epoch_checkpoints(checkpoint_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest epoch_NNN.pt files; returns the deleted ones."""
+    kept = epoch_checkpoints(checkpoint_dir)
+    stale = kept[: max(len(kept) - keep_last, 0)]
     for path in stale:
         path.unlink()
     return stale
 
 
+def newest_readable_checkpoint(checkpoint_dir: Path, exclude: Path | None = None) -> Path | None:
+    """last.pt, else the newest epoch_NNN.pt, that loads; None when none does."""
+    for path in (checkpoint_dir / "last.pt", *reversed(epoch_checkpoints(checkpoint_dir))):
+        if path.is_file() and path != exclude:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+                return path
+            except Exception:  # a damaged file: try the next one
+                continue
+    return None
+
+
 def resume_checkpoint(resume: str | None, checkpoint_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint ``resume`` names: a path, or ``auto`` for ``checkpoint_dir/last.pt`` when it exists."""
-    if resume == "auto":
-        last = checkpoint_dir / "last.pt"
-        return load_checkpoint(last) if last.is_file() else None
-    return load_checkpoint(resume) if resume else None
+    """The checkpoint ``resume`` names: a path, or ``auto`` for this run's newest readable checkpoint (None when it has none).
+
+    Under ``auto`` a damaged last.pt is renamed (last.pt.damaged) and kept, and the newest good epoch_NNN.pt is taken instead.
+    """
+    if resume != "auto":
+        return load_checkpoint(resume) if resume else None
+    last = checkpoint_dir / "last.pt"
+    if last.is_file():
+        try:
+            return load_checkpoint(last)
+        except DamagedCheckpoint:
+            kept = _free_name(last.with_name("last.pt.damaged"))
+            last.rename(kept)
+            log.warning("%s is damaged (truncated or corrupt); it is kept as %s", last, kept)
+    for path in reversed(epoch_checkpoints(checkpoint_dir)):
+        try:
+            ckpt = load_checkpoint(path)
+        except DamagedCheckpoint:
+            log.warning("%s is damaged (truncated or corrupt); trying an older checkpoint", path)
+            continue
+        log.warning("resuming from %s, the newest readable checkpoint of this run", path)
+        return ckpt
+    return None
+
+
+def _free_name(path: Path) -> Path:
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def _override_value(value: Any) -> str:

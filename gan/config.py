@@ -1,30 +1,38 @@
-"""Every config default, written once: one dataclass per config group.
+"""The config schema: one dataclass per config group, with types and range checks and no values.
 
-The schema is registered with Hydra's ConfigStore as ``config_schema`` and listed first in
-``conf/config.yaml``'s defaults, so each YAML option file holds only what it changes, an unknown key
-or a wrong type fails at composition, and ``python train.py --cfg job`` prints the composed result.
-Range checks live in ``__post_init__`` and run when :func:`to_config` turns the composed config into
-these objects.
+The values live in the YAML option files under ``conf/`` (``conf/optim/adam.yaml`` holds the learning
+rate, ``conf/data/mnist.yaml`` the batch size, ...), which name their group's schema in their own
+defaults list, as in Hydra's structured-config schema tutorial. Every field here is ``MISSING``, so a
+value is written exactly once, in YAML; a typo, a wrong type or a key the schema does not know fails
+when the config is composed or converted, and :func:`to_config` runs every range check on the composed
+result. :func:`compose` is the one way code and tests get a config: it composes ``conf/`` exactly as
+``train.py`` does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan.errors import GanError
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 D_UPDATES = ("joint", "separate")
-DATA_ROOT = "${oc.env:DATA_ROOT,./data}"  # the DATA_ROOT environment variable, else ./data
 
 
 def _require(condition: bool, message: str) -> None:
@@ -38,16 +46,21 @@ def _require_choice(value: str, choices: tuple[str, ...], key: str) -> None:
 
 @dataclass
 class ModelConfig:
-    # The reference network: G 100-256-512-1024-784 (ReLU, Tanh), D 784-1024-512-256-1 (LeakyReLU 0.2).
-    latent_dim: int = 100
-    g_hidden: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    d_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    d_dropout: float = 0.0  # dropout after each hidden layer of D; 0.2 and 0.3 scored worse and cost 10% of the step (README: Ablations)
-    d_pack: int = 1  # PacGAN: D judges this many images at once (data.batch_size must be a multiple)
-    d_mbstd_group: int = 0  # minibatch standard deviation over groups of this size before D's last layer (0: off)
+    """conf/model/: which generator and discriminator classes are built, and their sizes."""
 
-    def __post_init__(self) -> None:
+    generator: str = MISSING  # import path of a gan.models.Generator subclass, built with its from_config(model)
+    discriminator: str = MISSING  # import path of a gan.models.Discriminator subclass
+    latent_dim: int = MISSING
+    num_classes: int = MISSING  # 0: unconditional; N: G and D take a class label (the digit) in 0..N-1
+    g_hidden: list[int] = MISSING
+    d_hidden: list[int] = MISSING
+    d_dropout: float = MISSING  # dropout after each hidden layer of D
+    d_pack: int = MISSING  # PacGAN: D judges this many images at once
+    d_mbstd_group: int = MISSING  # minibatch standard deviation over groups of this size before D's last layer (0: off)
+
+    def validate(self) -> None:
         _require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}.")
+        _require(self.num_classes >= 0, f"model.num_classes must be 0 (unconditional) or the number of classes, got {self.num_classes}.")
         for key in ("g_hidden", "d_hidden"):
             widths = getattr(self, key)
             _require(len(widths) > 0 and all(w > 0 for w in widths),
@@ -55,16 +68,21 @@ class ModelConfig:
         _require(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}.")
         _require(self.d_pack > 0, f"model.d_pack must be positive, got {self.d_pack}.")
         _require(self.d_mbstd_group >= 0, f"model.d_mbstd_group must be 0 (off) or a group size, got {self.d_mbstd_group}.")
+        _require(self.d_pack == 1 or self.num_classes == 0,
+                 f"model.d_pack={self.d_pack} judges several images as one, which a conditional model cannot label; "
+                 f"use model.d_pack=1 with model.num_classes={self.num_classes}.")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4  # both networks, unless lr_g / lr_d are set; about sqrt(2) x the reference's 0.0002 for twice its batch
-    lr_g: float | None = None
-    lr_d: float | None = None
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # DCGAN's; the reference used torch's (0.9, 0.999)
+    """conf/optim/: Adam for both networks."""
 
-    def __post_init__(self) -> None:
+    lr: float = MISSING  # both networks, unless lr_g / lr_d are set
+    lr_g: float | None = MISSING
+    lr_d: float | None = MISSING
+    betas: list[float] = MISSING
+
+    def validate(self) -> None:
         for name in ("lr", "lr_g", "lr_d"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"optim.{name} must be positive, got {value}.")
@@ -82,42 +100,46 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    root: str = DATA_ROOT  # a folder holding MNIST/raw/ with the four IDX files
-    download: bool = True  # fetch the files when they are missing (never over a file that is there)
-    batch_size: int = 128  # twice the reference's 64: as good over seeds, and faster per epoch (README: Speed, Ablations)
-    subset: int | None = None  # train on the first N images only
+    """conf/data/: where MNIST is and how it is batched."""
 
-    def __post_init__(self) -> None:
+    root: str = MISSING  # a folder holding MNIST/raw/ with the four IDX files
+    download: bool = MISSING  # fetch missing files (never over a file that is there)
+    batch_size: int = MISSING
+    subset: int | None = MISSING  # train on the first N images only
+
+    def validate(self) -> None:
         _require(self.batch_size > 0, f"data.batch_size must be positive, got {self.batch_size}.")
         _require(self.subset is None or self.subset > 0, f"data.subset must be positive or null, got {self.subset}.")
 
 
 @dataclass
 class DeviceConfig:
-    name: str = "auto"  # auto: CUDA, then MPS, then CPU
+    """conf/device/: auto picks CUDA, then MPS, then the CPU."""
 
-    def __post_init__(self) -> None:
+    name: str = MISSING
+
+    def validate(self) -> None:
         _require_choice(self.name, DEVICES, "device")
 
 
 @dataclass
 class TrainConfig:
-    d_updates: str = "joint"  # joint: one D step on real+fake; separate: the reference's two (real, then fake)
-    label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - label_smoothing
-    ema_decay: float = 0.999  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t)), so 0.9999 is reached at step ~90k
-    r1_gamma: float = 2.0  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off); 1 drew over 12% ones (README: Ablations)
-    r1_every: int = 1  # lazy R1: the penalty every N steps, weighted by N; measured 16 and 4 cost FID (README)
-    # Real images the R1 penalty is estimated on: the first ones of the batch (null, or the batch or more:
-    # the whole batch). 32 of the 128 cost no quality over 3 seeds and make the step faster (README).
-    r1_batch: int | None = 32
-    precision: str = "fp32"  # fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast; fp16 with grad scalers)
-    compile: bool = False  # torch.compile G and D
-    compile_mode: str = "reduce-overhead"  # CUDA graphs of the compiled parts, where cuda_graph is off
-    cuda_graph: bool = True  # on CUDA: capture the whole step once and replay it (not with fp16 or nonfinite=skip)
-    log_every: int = 50  # steps between progress updates and logged scalars
-    nonfinite: str = "stop"  # on a NaN/inf loss: stop (keep the last good checkpoint) | skip that update
+    """conf/train/: the losses and how a step is computed."""
 
-    def __post_init__(self) -> None:
+    d_updates: str = MISSING  # joint: one D step on real+fake; separate: two (real, then fake)
+    label_smoothing: float = MISSING  # one-sided: D's target for real images is 1 - label_smoothing
+    ema_decay: float = MISSING  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t))
+    r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
+    r1_every: int = MISSING  # lazy R1: the penalty every N steps, weighted by N
+    r1_batch: int | None = MISSING  # real images the penalty is estimated on: the batch's first N (null: all)
+    precision: str = MISSING  # fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast)
+    compile: bool = MISSING  # torch.compile G and D
+    compile_mode: str = MISSING
+    cuda_graph: bool = MISSING  # on CUDA: capture the whole step once and replay it
+    log_every: int = MISSING  # steps between progress updates and logged scalars
+    nonfinite: str = MISSING  # on a NaN/inf loss: stop (keep the last good checkpoint) | skip that update
+
+    def validate(self) -> None:
         _require_choice(self.d_updates, D_UPDATES, "train.d_updates")
         _require(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}.")
@@ -132,52 +154,60 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    enabled: bool = True
-    every: int = 10  # epochs between evaluations; the last epoch is always evaluated
-    n_samples: int = 5000  # samples per evaluation during training
-    final_n_samples: int = 10000  # samples for the last epoch's evaluation (eval.json)
-    seed: int = 1234  # noise and KID-subset seed, apart from training's RNG
+    """conf/eval/: the built-in evaluator during training."""
 
-    def __post_init__(self) -> None:
+    enabled: bool = MISSING
+    every: int = MISSING  # epochs between evaluations; the last epoch is always evaluated
+    n_samples: int = MISSING  # samples per evaluation during training
+    final_n_samples: int = MISSING  # samples for the last epoch's evaluation (eval.json)
+    seed: int = MISSING  # noise and KID-subset seed, apart from training's RNG
+
+    def validate(self) -> None:
         _require(self.every > 0, f"eval.every must be positive, got {self.every}.")
         _require(self.n_samples > 1 and self.final_n_samples > 1, "eval.n_samples and eval.final_n_samples must be at least 2.")
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "auto"  # auto: online with credentials, else offline (`wandb sync` uploads later) | online | offline | disabled
-    project: str = "mnist-gan"
-    entity: str | None = None
-    group: str | None = None  # null: the multirun sweep directory, shared by its jobs
-    name: str | None = None  # null: the command-line overrides, e.g. optim.lr=0.0001
-    tags: list[str] = field(default_factory=list)
-    log_checkpoints: bool = False  # upload kept checkpoints as model artifacts
-    init_timeout: float = 30.0  # seconds to wait for W&B before going on offline
+    """conf/wandb/: Weights & Biases tracking."""
 
-    def __post_init__(self) -> None:
+    mode: str = MISSING  # auto: online with credentials, else offline | online | offline | disabled
+    project: str = MISSING
+    entity: str | None = MISSING
+    group: str | None = MISSING  # null: the multirun sweep directory, shared by its jobs
+    name: str | None = MISSING  # null: the command-line overrides, e.g. optim.lr=0.0001
+    tags: list[str] = MISSING
+    log_checkpoints: bool = MISSING  # upload kept checkpoints as model artifacts
+    init_timeout: float = MISSING  # seconds to wait for W&B before going on offline
+
+    def validate(self) -> None:
         _require_choice(self.mode, WANDB_MODES, "wandb.mode")
         _require(self.init_timeout > 0, f"wandb.init_timeout must be positive, got {self.init_timeout}.")
 
 
 @dataclass
 class Config:
-    epochs: int = 50  # a resumed run continues up to this number
-    seed: int = 0  # weights, shuffling and the fixed noise: same seed + machine = same weights
-    resume: str | None = None  # a checkpoint path, or auto: this run directory's checkpoints/last.pt if present
-    sample_every: int = 1  # epochs between fixed-noise sample grids
-    checkpoint_every: int = 10  # epochs between kept checkpoints/epoch_NNN.pt (last.pt: every epoch)
-    keep_last: int | None = 5  # epoch_NNN.pt files kept (null: all)
-    grid_size: int = 64  # images in the fixed-noise grid
-    grid_ema: bool = True  # draw grids with the EMA generator
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    device: DeviceConfig = field(default_factory=DeviceConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    """conf/config.yaml: the run-level keys, and one option of each group."""
 
-    def __post_init__(self) -> None:
+    epochs: int = MISSING  # a resumed run continues up to this number
+    seed: int = MISSING  # weights, shuffling and the fixed noise: same seed + machine = same weights
+    resume: str | None = MISSING  # a checkpoint path, or auto: this run directory's newest good checkpoint
+    sample_every: int = MISSING  # epochs between fixed-noise sample grids
+    checkpoint_every: int = MISSING  # epochs between kept checkpoints/epoch_NNN.pt (last.pt: every epoch)
+    keep_last: int | None = MISSING  # epoch_NNN.pt files kept (null: all)
+    grid_size: int = MISSING  # images in the fixed-noise grid
+    grid_ema: bool = MISSING  # draw grids with the EMA generator
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    data: DataConfig = MISSING
+    device: DeviceConfig = MISSING
+    train: TrainConfig = MISSING
+    wandb: WandbConfig = MISSING
+    eval: EvalConfig = MISSING
+
+    def validate(self) -> None:
+        for group in (self.model, self.optim, self.data, self.device, self.train, self.wandb, self.eval):
+            group.validate()
         _require(self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}.")
         _require(self.sample_every > 0, f"sample_every must be positive, got {self.sample_every}.")
         _require(self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}.")
@@ -197,34 +227,78 @@ class Config:
 
 @dataclass
 class SampleConfig:
-    checkpoint: str = "???"
-    n: int = 64
-    out: str | None = "samples.png"  # .png writes a grid; .pt or .npy the raw (n, 1, 28, 28) images; null: none
-    seed: int = 0
-    ema: bool = True
-    evaluate: bool = False  # print the sample-quality metrics of the n samples (use n=10000)
-    data_root: str = DATA_ROOT  # MNIST test images, the reference for evaluate=true
-    device: DeviceConfig = field(default_factory=DeviceConfig)
+    """conf/sample.yaml: what sample.py draws, from which checkpoint, into which file."""
 
-    def __post_init__(self) -> None:
+    checkpoint: str = MISSING
+    n: int = MISSING
+    digit: int | None = MISSING  # conditional checkpoints: draw this digit (null: every digit in equal shares)
+    out: str | None = MISSING  # .png writes a grid; .pt or .npy the raw (n, 1, 28, 28) images; null: none
+    overwrite: bool = MISSING  # replace an existing out= file (never a checkpoint)
+    seed: int = MISSING
+    ema: bool = MISSING
+    evaluate: bool = MISSING  # print the sample-quality metrics of the n samples (use n=10000)
+    data_root: str = MISSING  # MNIST test images, the reference for evaluate=true
+    device: DeviceConfig = MISSING
+
+    def validate(self) -> None:
+        self.device.validate()
         _require(self.n > 0, f"n must be positive, got {self.n}.")
+        _require(self.digit is None or self.digit >= 0, f"digit must be a class label such as 7, or null, got {self.digit}.")
+
+
+GROUP_SCHEMAS = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig, "device": DeviceConfig,
+                 "train": TrainConfig, "eval": EvalConfig, "wandb": WandbConfig}
 
 
 def register_configs() -> None:
-    """Make the schemas available to Hydra's defaults lists."""
+    """Make the schemas available to the defaults lists: ``config_schema``, ``sample_schema`` and each group's ``schema``."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(name="sample_schema", node=SampleConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name="schema", node=schema)
+
+
+def _unknown_keys(values: dict[str, Any], schema: type, prefix: str = "") -> list[tuple[str, type]]:
+    """Keys that ``schema`` does not declare, with the schema each was found in (``+key=value`` can add them)."""
+    hints = typing.get_type_hints(schema)
+    unknown = []
+    for key, value in values.items():
+        if key not in hints:
+            unknown.append((f"{prefix}{key}", schema))
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            unknown += _unknown_keys(value, hints[key], f"{prefix}{key}.")
+    return unknown
 
 
 def to_config(cfg: DictConfig) -> Any:
-    """Turn a composed config into its schema's dataclass objects, running every range check."""
+    """Turn a composed config into its schema's dataclass objects and run every range check."""
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        values = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
+        for key, where in _unknown_keys(values, schema):
+            known = ", ".join(f.name for f in dataclasses.fields(where))
+            raise GanError(f"{key} is not a config key (known there: {known}); check its spelling, "
+                           f"or list every key with `python train.py --cfg job`.")
     try:
-        return OmegaConf.to_object(cfg)
+        config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
-        if isinstance(err.__cause__, GanError):
-            raise err.__cause__ from None
-        raise GanError(f"invalid config: {err}") from None
+        raise GanError(f"invalid config: {str(err).splitlines()[0]}") from None
+    config.validate()
+    return config
+
+
+def compose(*overrides: str, config_name: str = "config") -> Any:
+    """The validated config of ``python train.py OVERRIDES`` (or ``sample.py`` with ``config_name="sample"``)."""
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/ already
+        return to_config(hydra_compose(config_name=config_name, overrides=list(overrides)))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_config(hydra_compose(config_name=config_name, overrides=list(overrides)))
+
+
+def model_config(values: dict[str, Any]) -> ModelConfig:
+    """A model config from plain values (a checkpoint's), through the schema and its checks."""
+    return to_config(OmegaConf.merge(OmegaConf.structured(ModelConfig), values))
 
 
 register_configs()

@@ -1,6 +1,7 @@
-"""MNIST from its four IDX files, checked, and kept as one tensor on the training device.
+"""MNIST from its four IDX files, checked, and kept as tensors (images and labels) on the training device.
 
-The files are read from ``<root>/MNIST/raw/`` (torchvision's layout) without importing torchvision,
+The files are read from ``<root>/MNIST/raw/`` (torchvision's layout; a root that points at ``MNIST/`` or
+at ``MNIST/raw/`` itself is understood too) without importing torchvision,
 which costs a run about 2.5 s of start-up; torchvision is used only to download missing files. A file
 is checked before it is used: its length against its own header and, for the canonical MNIST files,
 its MD5 against the published one, so a damaged file is named as damaged instead of read as garbage.
@@ -12,6 +13,7 @@ per step than a DataLoader that converts images one by one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import struct
 from pathlib import Path
@@ -21,6 +23,8 @@ import torch
 
 from gan.config import DataConfig
 from gan.errors import GanError
+
+log = logging.getLogger(__name__)
 
 # MD5 and size of the uncompressed canonical files (torchvision publishes the MD5s of the .gz archives,
 # and checks those when it downloads).
@@ -35,12 +39,22 @@ CANONICAL_COUNTS = {"train": 60000, "t10k": 10000}
 
 
 class MnistSplit(NamedTuple):
-    images: torch.Tensor  # uint8 (N, 28, 28)
+    images: torch.Tensor  # uint8 (N, 28, 28) as read; float (N, 1, 28, 28) in [-1, 1] from training_data
     labels: torch.Tensor  # int64 (N,)
 
 
 def raw_folder(root: str | Path) -> Path:
-    return Path(root) / "MNIST" / "raw"
+    """Where the IDX files are: ``root/MNIST/raw`` (torchvision's layout), or ``root/raw`` or ``root`` itself
+    when they are there (a root that points one or two levels too deep); else ``root/MNIST/raw``."""
+    root = Path(root)
+    canonical = root / "MNIST" / "raw"
+    for folder in (canonical, root / "raw", root):
+        if any((folder / name).is_file() for name in IDX_FILES):
+            if folder != canonical:
+                log.info("MNIST's IDX files are in %s itself: data.root could point at %s", folder, folder.parent.parent
+                         if folder == root else root.parent)
+            return folder
+    return canonical
 
 
 def _missing_message(raw: Path, reason: str) -> str:
@@ -77,10 +91,12 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def _download(raw: Path, names: list[str]) -> None:
-    """Fetch the named files (only those) with torchvision's mirrors and archive checksums."""
+    """Fetch the named files (only those) with torchvision's mirrors and archive checksums; a failed download
+    removes the folders it created, so nothing is left in the user's data folder."""
     from torchvision.datasets import MNIST
     from torchvision.datasets import utils as download_utils
 
+    created = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     archives = dict(MNIST.resources)
     for name in names:
         archive = f"{name}.gz"
@@ -91,6 +107,10 @@ def _download(raw: Path, names: list[str]) -> None:
             except Exception as err:  # any network or disk failure means the same to the user: try the next mirror
                 failure = err
         else:
+            for folder in created:  # deepest first; only the empty ones this download made
+                (folder / archive).unlink(missing_ok=True)
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             raise GanError(_missing_message(raw, f"download failed: {failure}".rstrip("."))) from failure
 
 
@@ -116,14 +136,14 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(127.5).sub_(1.0)
 
 
-def training_images(cfg: DataConfig, device: torch.device) -> torch.Tensor:
-    """The training set (or its first ``cfg.subset`` images) on ``device``, scaled to [-1, 1]."""
-    images = load_mnist(cfg.root, cfg.download, train=True).images
+def training_data(cfg: DataConfig, device: torch.device) -> MnistSplit:
+    """The training set (or its first ``cfg.subset`` images) on ``device``: images scaled to [-1, 1], and their labels."""
+    images, labels = load_mnist(cfg.root, cfg.download, train=True)
     if cfg.subset is not None:
-        images = images[: cfg.subset]
+        images, labels = images[: cfg.subset], labels[: cfg.subset]
     if cfg.batch_size > len(images):
         raise GanError(
             f"data.batch_size={cfg.batch_size} is larger than the {len(images)} training images; "
             f"use a batch size of at most {len(images)}."
         )
-    return to_unit_range(images).to(device)
+    return MnistSplit(to_unit_range(images).to(device), labels.to(device))

@@ -2,7 +2,11 @@
 
 One pass of the classifier gives each image's 128-d features and its class logits; every metric is
 derived from those. What depends on the test images alone (their features, Gaussian statistics and
-k-NN radii) is computed once, when the Evaluator is built.
+k-NN radii, and each digit's Gaussian statistics) is computed once, when the Evaluator is built.
+
+Samples drawn for requested digits (a conditional generator) also get the label accuracy (the share
+classified as the digit asked for, overall and per digit) and the intra-class FID (each digit's samples
+against that digit's test images; its mean over digits, and each digit's).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import torch
 from gan.classifier import load_classifier
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
-from gan.metrics import class_statistics, frechet_distance, gaussian_stats, kernel_inception_distance, knn_radii, precision_recall
+from gan.metrics import DIGITS, class_statistics, frechet_distance, gaussian_stats, kernel_inception_distance, knn_radii, precision_recall
 from gan.models import Generator
-from gan.sampling import generate, noise
+from gan.sampling import generate, noise, sample_labels
 
-METRICS = ("fid", "kid", "precision", "recall", "classifier_score", "class_kl", "classes_over_5pct")
+# The summary metrics; the last two only for samples of requested digits (conditional generators).
+METRICS = ("fid", "kid", "precision", "recall", "classifier_score", "class_kl", "classes_over_5pct", "label_accuracy", "intra_fid")
 NEIGHBOURS = 3  # k of the k-NN precision and recall
 CHUNK = 2000  # images per classifier pass
 
@@ -29,10 +34,14 @@ class Evaluator:
     def __init__(self, data_root: str | Path, device: torch.device | str = "cpu", download: bool = True) -> None:
         self.device = torch.device(device)
         self.classifier = load_classifier(self.device)
-        self.real_images = to_unit_range(load_mnist(data_root, download, train=False).images).to(self.device)
+        test_set = load_mnist(data_root, download, train=False)
+        self.real_images = to_unit_range(test_set.images).to(self.device)
         self.real_features, _ = self.features_and_logits(self.real_images)
         self.real_stats = gaussian_stats(self.real_features)
         self.real_radii = knn_radii(self.real_features.double(), NEIGHBOURS)
+        labels = test_set.labels.to(self.device)
+        self.real_stats_by_digit = {digit: gaussian_stats(self.real_features[labels == digit])
+                                    for digit in range(DIGITS) if int((labels == digit).sum()) > 1}
 
     @torch.no_grad()
     def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,19 +53,38 @@ class Evaluator:
             logits.append(self.classifier.head(chunk_features))
         return torch.cat(features), torch.cat(logits)
 
-    def score(self, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
-        """Every metric of METRICS plus each digit's share; ``seed`` draws KID's random subsets."""
+    def score(self, images: torch.Tensor, seed: int = 0, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """Every metric of METRICS plus each digit's share; ``seed`` draws KID's random subsets; ``labels``
+        (the digits the samples were drawn for) add the label accuracy and intra-class FID."""
         if len(images) < 2:
             raise GanError(f"evaluation needs at least 2 samples, got {len(images)}; use n=10000 for numbers comparable to the README's.")
         features, logits = self.features_and_logits(images)
         precision, recall = precision_recall(self.real_features, features, NEIGHBOURS, self.real_radii)
-        return {
+        scores = {
             "fid": frechet_distance(self.real_stats, gaussian_stats(features)),
             "kid": kernel_inception_distance(self.real_features, features, torch.Generator().manual_seed(seed)),
             "precision": precision,
             "recall": recall,
             **class_statistics(logits),
         }
+        if labels is not None:
+            scores.update(self.conditional_scores(features, logits, labels.to(self.device)))
+        return scores
+
+    def conditional_scores(self, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Label accuracy and intra-class FID, overall and for each digit that has samples (and test images) to compare."""
+        correct = logits[:, :DIGITS].argmax(dim=1) == labels
+        scores = {"label_accuracy": correct.double().mean().item()}
+        intra = {}
+        for digit in range(DIGITS):
+            chosen = labels == digit
+            if int(chosen.sum()) > 1 and digit in self.real_stats_by_digit:
+                scores[f"label_accuracy_{digit}"] = correct[chosen].double().mean().item()
+                intra[digit] = frechet_distance(self.real_stats_by_digit[digit], gaussian_stats(features[chosen]))
+        if intra:
+            scores["intra_fid"] = sum(intra.values()) / len(intra)
+            scores.update({f"intra_fid_{digit}": value for digit, value in intra.items()})
+        return scores
 
     def classify(self, images: torch.Tensor) -> tuple[list[str], list[float]]:
         """Each image's predicted class ("0".."9", or "none": not a digit) and the classifier's confidence in it."""
@@ -65,14 +93,23 @@ class Evaluator:
         return [str(c) if c < 10 else "none" for c in predicted.tolist()], confidence.tolist()
 
     def score_generator(self, generator: Generator, n: int, seed: int = 0) -> dict[str, float]:
-        """Score ``n`` samples drawn from their own seeded noise, leaving the training RNG untouched."""
-        return self.score(generate(generator, noise(n, generator.latent_dim, seed)), seed)
+        """Score ``n`` samples drawn from their own seeded noise (every digit in equal shares, for a conditional
+        generator), leaving the training RNG untouched."""
+        labels = conditional_labels(generator, n)
+        return self.score(generate(generator, noise(n, generator.latent_dim, seed), labels), seed, labels)
+
+
+def conditional_labels(generator: Generator, n: int) -> torch.Tensor | None:
+    """The labels an evaluation draws ``n`` samples with: every class in equal shares, or None (unconditional)."""
+    return sample_labels(generator, n) if generator.num_classes else None
 
 
 def format_scores(results: dict[str, dict[str, float]]) -> str:
     """A markdown table: one column per scored sample set, one row per metric and per class share."""
     names = list(results)
-    keys = [*METRICS, *(f"class_{digit}" for digit in range(10))]
+    keys = [key for key in (*METRICS, *(f"class_{digit}" for digit in range(DIGITS)),
+                            *(f"{kind}_{digit}" for kind in ("label_accuracy", "intra_fid") for digit in range(DIGITS)))
+            if all(key in results[name] for name in names)]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in keys:
         cells = [results[name][key] for name in names]

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # a bare Figure renders to files without any GUI backend
 
+from gan.rundir import replace_atomically
+
 TRACE_COLUMNS = ("step", "d_loss", "g_loss", "d_real", "d_fake")
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """One row per epoch; columns are every key any epoch recorded, in first-seen order."""
+    """One row per epoch; columns are every key any epoch recorded, in first-seen order. Written atomically."""
     columns: dict[str, None] = {}
     for record in history:
         columns.update(dict.fromkeys(record))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(history)
+    replace_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:

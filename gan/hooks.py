@@ -1,42 +1,71 @@
 """What happens after each epoch, in order: the sample grid, the evaluation, the files and the tracker.
 
-A hook is called as ``hook(trainer, record)`` with the epoch's record (a dict in ``trainer.history``),
-to which it may add columns. The loop runs the hooks with the training RNG set aside, so whatever they
-draw leaves the training itself unchanged. Add one by appending its class to ``EPOCH_HOOKS``.
+A hook is called as ``hook(run, record)`` with :class:`EpochEnd`, the part of the run a hook may read,
+and the epoch's record (a dict in ``run.history``), to which it may add columns. The loop runs the hooks
+with the training RNG set aside, so whatever they draw leaves the training itself unchanged. Add one by
+appending its class to ``EPOCH_HOOKS`` (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from gan.evaluator import METRICS, Evaluator
+import torch
+
+from gan.config import Config
+from gan.evaluator import METRICS, Evaluator, conditional_labels
 from gan.history import plot_losses, write_metrics_csv
+from gan.models import Generator
+from gan.rundir import RunState, write_json_atomically, write_status
 from gan.sampling import generate, noise, save_grid, to_uint8, write_progress_gif
-
-if TYPE_CHECKING:
-    from gan.trainer import Trainer
+from gan.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
-class SampleGrid:
-    """samples/epoch_NNN.png: the same fixed noise every ``sample_every`` epochs, so grids show progress;
-    after the last epoch, samples/progress.gif animates them all."""
+@dataclass
+class EpochEnd:
+    """The run as the hooks see it after an epoch: what they read, and nothing they could change it by."""
 
-    def __call__(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        cfg = trainer.cfg
-        if trainer.epoch % cfg.sample_every and trainer.epoch != cfg.epochs:
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    epoch: int  # completed epochs
+    step: int  # optimization steps so far
+    generator: Generator
+    generator_ema: Generator
+    fixed_noise: torch.Tensor
+    fixed_labels: torch.Tensor | None  # conditional models: one digit per grid row
+    history: list[dict[str, Any]]  # one record per epoch, this one last
+    trace: list[list[float]]  # [step, *STATS] per logging window
+    tracker: Tracker
+
+    @property
+    def final(self) -> bool:
+        return self.epoch == self.cfg.epochs
+
+
+class SampleGrid:
+    """samples/epoch_NNN.png: the same fixed noise every ``sample_every`` epochs, so grids show progress
+    (a conditional model's grid has one row per digit); after the last epoch, samples/progress.gif."""
+
+    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
+        cfg = run.cfg
+        if run.epoch % cfg.sample_every and not run.final:
             return
-        generator = trainer.generator_ema if cfg.grid_ema else trainer.generator
-        grid = save_grid(generate(generator, trainer.fixed_noise), trainer.run_dir / "samples" / f"epoch_{trainer.epoch:03d}.png")
-        trainer.tracker.log_grid(grid, trainer.step)
-        if trainer.epoch == cfg.epochs:
-            gif = trainer.run_dir / "samples" / "progress.gif"
+        generator = run.generator_ema if cfg.grid_ema else run.generator
+        images = generate(generator, run.fixed_noise, run.fixed_labels)
+        columns = None if run.fixed_labels is None else len(images) // generator.num_classes
+        grid = save_grid(images, run.run_dir / "samples" / f"epoch_{run.epoch:03d}.png", nrow=columns)
+        run.tracker.log_grid(grid, run.step)
+        if run.final:
+            gif = run.run_dir / "samples" / "progress.gif"
             write_progress_gif(gif.parent, gif)
-            trainer.tracker.log_progress(gif, trainer.step)
+            run.tracker.log_progress(gif, run.step)
 
 
 class Evaluation:
@@ -48,51 +77,55 @@ class Evaluation:
     def __init__(self) -> None:
         self.evaluator: Evaluator | None = None  # built at the first evaluation: it reads the test set
 
-    def __call__(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        cfg = trainer.cfg
-        final = trainer.epoch == cfg.epochs
-        if not cfg.eval.enabled or (trainer.epoch % cfg.eval.every and not final):
+    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
+        cfg = run.cfg
+        if not cfg.eval.enabled or (run.epoch % cfg.eval.every and not run.final):
             return
         if self.evaluator is None:
-            self.evaluator = Evaluator(cfg.data.root, trainer.device, cfg.data.download)
-        n = cfg.eval.final_n_samples if final else cfg.eval.n_samples
+            self.evaluator = Evaluator(cfg.data.root, run.device, cfg.data.download)
+        n = cfg.eval.final_n_samples if run.final else cfg.eval.n_samples
         started = time.perf_counter()
         results = {name: self.evaluator.score_generator(generator, n, cfg.eval.seed)
-                   for name, generator in (("ema", trainer.generator_ema), ("raw", trainer.generator))}
+                   for name, generator in (("ema", run.generator_ema), ("raw", run.generator))}
         ema, raw = results["ema"], results["raw"]
-        log.info("epoch %d evaluation on %d samples (%.1f s): FID %.2f (EMA) / %.2f (G), recall %.3f / %.3f, classes >= 5%%: %d / %d",
-                 trainer.epoch, n, time.perf_counter() - started, ema["fid"], raw["fid"], ema["recall"], raw["recall"],
-                 ema["classes_over_5pct"], raw["classes_over_5pct"])
-        record.update({k: ema[k] for k in METRICS})
-        record.update({f"raw_{k}": raw[k] for k in METRICS})
-        best = min(((r["fid"], int(r["epoch"])) for r in trainer.history if "fid" in r), default=(ema["fid"], trainer.epoch))
-        trainer.tracker.log_evaluation(results, trainer.epoch, trainer.step, best)
-        if final:
-            summary = {"epoch": trainer.epoch, "step": trainer.step, "n_samples": n, **results}
-            (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-            trainer.tracker.log_samples(self.classified_samples(trainer, cfg.eval.seed), trainer.step)
+        accuracy = f", label accuracy {ema['label_accuracy']:.3f} / {raw['label_accuracy']:.3f}" if "label_accuracy" in ema else ""
+        log.info("epoch %d evaluation on %d samples (%.1f s): FID %.2f (EMA) / %.2f (G), recall %.3f / %.3f, classes >= 5%%: %d / %d%s",
+                 run.epoch, n, time.perf_counter() - started, ema["fid"], raw["fid"], ema["recall"], raw["recall"],
+                 ema["classes_over_5pct"], raw["classes_over_5pct"], accuracy)
+        record.update({k: v for k, v in ema.items() if k in METRICS})
+        record.update({f"raw_{k}": v for k, v in raw.items() if k in METRICS})
+        best = min(((r["fid"], int(r["epoch"])) for r in run.history if "fid" in r), default=(ema["fid"], run.epoch))
+        run.tracker.log_evaluation(results, run.epoch, run.step, best)
+        if run.final:
+            write_json_atomically(run.run_dir / "eval.json", {"epoch": run.epoch, "step": run.step, "n_samples": n, **results})
+            run.tracker.log_samples(self.classified_samples(run, cfg.eval.seed), run.step)
 
-    def classified_samples(self, trainer: Trainer, seed: int) -> list[tuple[str, Any, str, float]]:
+    def classified_samples(self, run: EpochEnd, seed: int) -> list[tuple[str, Any, str | None, str, float]]:
+        """(generator, image, requested digit or None, predicted digit, confidence) for a few samples of each generator."""
         assert self.evaluator is not None
         rows = []
-        z = noise(self.TABLE_SAMPLES, trainer.cfg.model.latent_dim, seed)
-        for name, generator in (("ema", trainer.generator_ema), ("raw", trainer.generator)):
-            images = generate(generator, z)
+        z = noise(self.TABLE_SAMPLES, run.generator.latent_dim, seed)
+        labels = conditional_labels(run.generator, self.TABLE_SAMPLES)
+        requested = [None] * self.TABLE_SAMPLES if labels is None else [str(d) for d in labels.tolist()]
+        for name, generator in (("ema", run.generator_ema), ("raw", run.generator)):
+            images = generate(generator, z, labels)
             digits, confidences = self.evaluator.classify(images)
-            rows += [(name, image, digit, confidence) for image, digit, confidence in zip(to_uint8(images), digits, confidences)]
+            rows += [(name, image, asked, digit, confidence)
+                     for image, asked, digit, confidence in zip(to_uint8(images), requested, digits, confidences)]
         return rows
 
 
 class RunFiles:
-    """metrics.csv every epoch; losses.png after the first epoch, every ``checkpoint_every`` and the last
-    (drawing it takes ~0.35 s on 2 CPU cores: 2% of a 50-epoch run if it were drawn every epoch); the
-    epoch's scalars in the tracker, whose dashboard has the live curves."""
+    """metrics.csv and status.json every epoch; losses.png after the first epoch, every ``checkpoint_every``
+    and the last (drawing it takes about a third of a second on 2 CPU cores); the epoch's scalars in the
+    tracker, whose dashboard has the live curves."""
 
-    def __call__(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        write_metrics_csv(trainer.history, trainer.run_dir / "metrics.csv")
-        if trainer.epoch in (1, trainer.cfg.epochs) or trainer.epoch % trainer.cfg.checkpoint_every == 0:
-            plot_losses(trainer.trace, trainer.run_dir / "losses.png")
-        trainer.tracker.log({"epoch": trainer.epoch, "epoch_time_s": record["epoch_time_s"]}, trainer.step)
+    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
+        write_metrics_csv(run.history, run.run_dir / "metrics.csv")
+        write_status(run.run_dir, RunState("running", run.epoch, run.cfg.epochs))
+        if run.epoch == 1 or run.final or run.epoch % run.cfg.checkpoint_every == 0:
+            plot_losses(run.trace, run.run_dir / "losses.png")
+        run.tracker.log({"epoch": run.epoch, "epoch_time_s": record["epoch_time_s"]}, run.step)
 
 
 EPOCH_HOOKS = (SampleGrid, Evaluation, RunFiles)

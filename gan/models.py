@@ -1,76 +1,101 @@
-"""The MLP generator and discriminator of the reference README, with configurable widths."""
+"""The networks, behind the small interface the training step talks to.
+
+A :class:`Generator` maps latents ``z`` (N, latent_dim) and class labels (N,) to images (N, 1, 28, 28) in
+[-1, 1]; a :class:`Discriminator` maps images and labels to real/fake logits and gives its input
+gradient for the R1 penalty. ``num_classes`` 0 means unconditional, and then ``labels`` is None. The
+model config names the two classes by import path (``model.generator: gan.models.MlpGenerator``) and
+each is built by its ``from_config(model_config)``, so a new model is a pair of classes and a YAML
+option, with nothing to change in the step or the loop (docs/architecture.md).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gan.config import ModelConfig
+from gan.errors import GanError
 
 IMAGE_SHAPE = (1, 28, 28)
 IMAGE_PIXELS = 28 * 28
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) -> images (N, 1, 28, 28) in [-1, 1]."""
+    """The generator interface: ``forward(z, labels)`` -> images (N, 1, 28, 28) in [-1, 1]."""
 
-    def __init__(self, latent_dim: int, hidden: list[int]) -> None:
+    latent_dim: int
+    num_classes: int  # 0: unconditional (labels is None)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> Generator:
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Discriminator(nn.Module):
+    """The discriminator interface: ``forward(images, labels)`` -> logits, one per ``images_per_logit`` images."""
+
+    num_classes: int  # 0: unconditional (labels is None)
+    images_per_logit: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> Discriminator:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def input_gradient(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """d(sum of logits)/d(images), differentiable in the weights: the R1 penalty is its squared norm.
+
+        The general way is autograd's double backward; a model may override it with a faster written-out form.
+        """
+        leaf = images.detach().requires_grad_(True)
+        # D reads a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
+        # (profilers, FlopCounterMode), and the copy's gradient reaches the leaf all the same.
+        logits = self(leaf.clone(), labels).float()
+        (grad,) = torch.autograd.grad(logits.sum(), leaf, create_graph=True)
+        return grad
+
+
+class MlpGenerator(Generator):
+    """The reference MLP: z -> hidden layers (ReLU) -> 784 pixels (Tanh). Conditional: the label's one-hot joins z."""
+
+    def __init__(self, latent_dim: int, hidden: list[int], num_classes: int = 0) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         layers: list[nn.Module] = []
-        width = latent_dim
+        width = latent_dim + num_classes
         for out in hidden:
             layers += [nn.Linear(width, out), nn.ReLU()]
             width = out
         layers += [nn.Linear(width, IMAGE_PIXELS), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> MlpGenerator:
+        return cls(cfg.latent_dim, list(cfg.g_hidden), cfg.num_classes)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            # The first layer's columns for the one-hot are the label's learned embedding.
+            z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
         return self.net(z).view(-1, *IMAGE_SHAPE)
 
 
-class Dropout(nn.Module):
-    """Inverted dropout that draws its CPU masks four elements per random number.
-
-    torch's CPU dropout draws one random number per element (``bernoulli_``), which cost D's three
-    dropout layers about 4.5 ms of a 25 ms step on a 2-core CPU. Here every 64-bit random word gives
-    four 16-bit uniform values, so p is rounded to a multiple of 1/65536 (0.3 becomes 0.300003).
-    Elsewhere (CUDA, MPS) torch's fused kernel is already cheap and is used as it is.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        dropped = round(p * 65536)
-        self.threshold = dropped - 32768  # keep an element where its int16 value is >= threshold
-        self.scale = 65536 / (65536 - dropped)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        return x * self.cpu_factor(x)
+class Dropout(nn.Dropout):
+    """nn.Dropout that can also return the factor each element was multiplied by (for D's written-out input gradient)."""
 
     def with_factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The forward's output and the factor each element was multiplied by (None: dropout is off)."""
         if not self.training or self.p == 0:
             return x, None
-        if x.device.type != "cpu":
-            out, keep = torch.native_dropout(x, self.p, True)
-            return out, keep.to(x.dtype) / (1 - self.p)
-        factor = self.cpu_factor(x)
-        return x * factor, factor
-
-    def cpu_factor(self, x: torch.Tensor) -> torch.Tensor:
-        # The full 64-bit range: a plain random_() leaves the top bit 0, which would bias one value in four.
-        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        keep = words.view(torch.int16)[: x.numel()].view_as(x) >= self.threshold
-        return keep.to(x.dtype) * self.scale
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        out, keep = torch.native_dropout(x, self.p, True)
+        return out, keep.to(x.dtype) / (1 - self.p)
 
 
 class MinibatchStd(nn.Module):
@@ -98,17 +123,20 @@ class MinibatchStd(nn.Module):
         return f"group={self.group}"
 
 
-class Discriminator(nn.Module):
-    """images (N, 1, 28, 28) -> real/fake logits (N / pack,).
+class MlpDiscriminator(Discriminator):
+    """The reference MLP: 784 pixels -> hidden layers (LeakyReLU 0.2, optional dropout) -> one logit.
 
     The reference ends in a Sigmoid; returning logits instead lets the loss use the numerically stable
     BCE-with-logits form, which equals Sigmoid + BCE but never saturates and is safe under autocast.
-    With ``pack`` > 1 (PacGAN) D judges ``pack`` consecutive images at once, as one input.
+    With ``pack`` > 1 (PacGAN) D judges ``pack`` consecutive images at once, as one input. Conditional
+    (``num_classes`` > 0), it is a projection discriminator (Miyato & Koyama, 2018): the logit gains the
+    inner product of the last hidden features with a learned embedding of the label.
     """
 
-    def __init__(self, hidden: list[int], dropout: float = 0.0, pack: int = 1, mbstd_group: int = 0) -> None:
+    def __init__(self, hidden: list[int], dropout: float = 0.0, pack: int = 1, mbstd_group: int = 0, num_classes: int = 0) -> None:
         super().__init__()
-        self.pack, self.mbstd_group = pack, mbstd_group
+        self.pack, self.mbstd_group, self.num_classes = pack, mbstd_group, num_classes
+        self.images_per_logit = pack
         layers: list[nn.Module] = []
         width = IMAGE_PIXELS * pack
         for out in hidden:
@@ -120,24 +148,46 @@ class Discriminator(nn.Module):
             width += 1
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        if num_classes:
+            self.label_embedding = nn.Embedding(num_classes, width)
+            nn.init.uniform_(self.label_embedding.weight, -width**-0.5, width**-0.5)  # as the last layer's weights
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.reshape(-1, IMAGE_PIXELS * self.pack)).squeeze(1)
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> MlpDiscriminator:
+        return cls(list(cfg.d_hidden), cfg.d_dropout, cfg.d_pack, cfg.d_mbstd_group, cfg.num_classes)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.reshape(-1, IMAGE_PIXELS * self.pack)
+        if not self.num_classes:
+            return self.net(x).squeeze(1)
+        features = self.net[:-1](x)
+        return self.net[-1](features).squeeze(1) + (self.label_embedding(labels) * features).sum(dim=1)
 
     # -- D's gradient with respect to its input, for the R1 penalty --------------------------------
     # Without minibatch stddev, D is Linear, then (LeakyReLU, dropout) per hidden layer, so its input
     # gradient is a chain of weight matrices and elementwise factors: LeakyReLU's slope (1 or 0.2) times
     # the dropout factor. Those factors are piecewise constant in the weights, so the penalty's gradient
     # flows through the weight matrices alone: a forward without autograd finds the factors, and the
-    # penalty takes one ordinary backward. autograd's double backward instead keeps that forward's graph
-    # and propagates zeros back through the factors (the default step: 19.8 against 17.1 steps/s on 2
-    # CPU cores in two throughput runs, README: Speed).
+    # penalty takes one ordinary backward instead of autograd's double backward, which would keep that
+    # forward's graph and propagate zeros back through the factors (docs/speed.md has the figures).
+
+    def input_gradient(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mbstd_group:  # minibatch stddev mixes samples: autograd's double backward
+            return super().input_gradient(images, labels)
+        with torch.no_grad():
+            slopes = self.slopes(images)
+        linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
+        if self.num_classes:  # d(logit)/d(features): the last layer's weights plus the label's embedding
+            grad = linears[-1].weight + self.label_embedding(labels)
+        else:
+            grad = linears[-1].weight.expand(len(slopes[-1]), -1)
+        for linear, slope in zip(reversed(linears[:-1]), reversed(slopes)):
+            grad = (grad * slope) @ linear.weight
+        return grad
 
     def slopes(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's elementwise factor (LeakyReLU slope x dropout factor) at ``images``, from a
         forward that draws dropout masks as D's forward does."""
-        if self.mbstd_group:
-            raise ValueError("minibatch stddev mixes samples: take D's input gradient with autograd")
         x = images.reshape(-1, IMAGE_PIXELS * self.pack)
         factors: list[torch.Tensor] = []
         for layer in self.net[:-1]:
@@ -152,18 +202,23 @@ class Discriminator(nn.Module):
                 x = layer(x)
         return factors
 
-    def input_gradient(self, slopes: list[torch.Tensor]) -> torch.Tensor:
-        """d(sum of D's logits)/d(input) at the inputs these slopes are of, (rows, 784 x pack), differentiable in the weights."""
-        linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
-        grad = linears[-1].weight.expand(len(slopes[-1]), -1)
-        for linear, slope in zip(reversed(linears[:-1]), reversed(slopes)):
-            grad = (grad * slope) @ linear.weight
-        return grad
+
+def _model_class(cfg: ModelConfig, key: str, interface: type) -> type:
+    path = getattr(cfg, key)
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, interface)):
+        raise GanError(f"model.{key}={path} is not an importable {interface.__module__}.{interface.__name__} class; "
+                       f"name one such as gan.models.Mlp{interface.__name__}.")
+    return cls
 
 
 def build_generator(cfg: ModelConfig) -> Generator:
-    return Generator(cfg.latent_dim, list(cfg.g_hidden))
+    return _model_class(cfg, "generator", Generator).from_config(cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:
-    return Discriminator(list(cfg.d_hidden), cfg.d_dropout, cfg.d_pack, cfg.d_mbstd_group)
+    return _model_class(cfg, "discriminator", Discriminator).from_config(cfg)

@@ -1,4 +1,8 @@
-"""Drawing samples: image grids, raw tensors, a notebook helper, and loading a trained generator."""
+"""Drawing samples: image grids, raw tensors, a notebook helper, and loading a trained generator.
+
+A conditional generator (``num_classes`` > 0) draws the digits it is asked for: ``labels`` in
+:func:`generate`, ``digit`` in :func:`sample_labels` and :func:`generate_and_plot_samples`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from gan.checkpoint import load_checkpoint, load_weights
-from gan.config import ModelConfig
+from gan.checkpoint import is_checkpoint, load_checkpoint, load_weights
+from gan.config import model_config
 from gan.device import resolve_device
 from gan.errors import GanError
 from gan.models import Generator, build_generator
+from gan.rundir import replace_atomically
 
 
 def noise(n: int, latent_dim: int, seed: int | None = None) -> torch.Tensor:
@@ -23,14 +28,39 @@ def noise(n: int, latent_dim: int, seed: int | None = None) -> torch.Tensor:
     return torch.randn(n, latent_dim, generator=generator)
 
 
+def sample_labels(generator: Generator, n: int, digit: int | None = None) -> torch.Tensor | None:
+    """The labels to draw ``n`` samples with: None for an unconditional generator; else ``digit`` n times,
+    or (``digit`` None) every class in equal shares, in order 0, 1, ..., 9, 0, 1, ..."""
+    if not generator.num_classes:
+        if digit is not None:
+            raise GanError(f"this generator is unconditional (trained without labels), so it cannot be asked for digit={digit}; "
+                           f"leave digit out (digit=null), or train a conditional model with model=conditional.")
+        return None
+    if digit is not None and not 0 <= digit < generator.num_classes:
+        raise GanError(f"digit={digit} is not a class of this generator; pick one of 0..{generator.num_classes - 1}.")
+    return torch.full((n,), digit) if digit is not None else torch.arange(n) % generator.num_classes
+
+
+def grid_inputs(size: int, generator: Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed noise (and labels) of a run's sample grids: ``size`` latents; for a conditional generator,
+    one row per class with the same latents in every row (size // classes columns, at least one)."""
+    if not generator.num_classes:
+        return noise(size, generator.latent_dim, seed), None
+    columns = max(1, size // generator.num_classes)
+    z = noise(columns, generator.latent_dim, seed).repeat(generator.num_classes, 1)
+    return z, torch.arange(generator.num_classes).repeat_interleave(columns)
+
+
 @torch.no_grad()
-def generate(generator: Generator, z: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Images (N, 1, 28, 28) in [-1, 1] for latents ``z``, on the generator's device, in eval mode."""
+def generate(generator: Generator, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 2048) -> torch.Tensor:
+    """Images (N, 1, 28, 28) in [-1, 1] for latents ``z`` (and labels), on the generator's device, in eval mode."""
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
+    label_chunks = [None] * len(z.split(batch_size)) if labels is None else labels.split(batch_size)
     try:
-        return torch.cat([generator(chunk.to(device)) for chunk in z.split(batch_size)])
+        return torch.cat([generator(chunk.to(device), None if label is None else label.to(device))
+                          for chunk, label in zip(z.split(batch_size), label_chunks)])
     finally:
         generator.train(was_training)
 
@@ -95,23 +125,34 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return _uint8_pixels(images).numpy()
 
 
-def save_samples(images: torch.Tensor, path: str | Path) -> None:
-    """Write images by extension: .png a grid, .pt a tensor, .npy a numpy array (raw values in [-1, 1])."""
+def save_samples(images: torch.Tensor, path: str | Path, overwrite: bool = False, nrow: int | None = None) -> None:
+    """Write images by extension: .png a grid, .pt a tensor, .npy a numpy array (raw values in [-1, 1]).
+
+    An existing file is replaced only with ``overwrite`` and never when it is a checkpoint; the write is
+    atomic, so a failure leaves whatever was there.
+    """
     path = Path(path)
-    images = images.detach().float().cpu()
-    if path.suffix == ".png":
-        save_grid(images, path)
-    elif path.suffix == ".pt":
-        torch.save(images, path)
-    elif path.suffix == ".npy":
-        np.save(path, images.numpy())
-    else:
+    if path.suffix not in (".png", ".pt", ".npy"):
         raise GanError(f"cannot write samples as '{path.suffix}'; name the output .png (grid), .pt or .npy (raw images).")
+    if path.exists():
+        if path.is_dir():
+            raise GanError(f"out={path} is a folder; name a file in it, e.g. out={path / ('samples' + path.suffix)}.")
+        if is_checkpoint(path):
+            raise GanError(f"out={path} is a checkpoint, which sample.py never writes over; name another output file.")
+        if not overwrite:
+            raise GanError(f"out={path} exists; name another file, or add overwrite=true to replace it.")
+    images = images.detach().float().cpu()
+    writers = {".png": lambda f: Image.fromarray(grid_uint8(images, nrow).permute(1, 2, 0).numpy()).save(f, format="PNG"),
+               ".pt": lambda f: torch.save(images, f), ".npy": lambda f: np.save(f, images.numpy())}
+    try:
+        replace_atomically(path, writers[path.suffix])
+    except OSError as err:
+        raise GanError(f"cannot write {path} ({err.strerror or err}); name a file in a folder that exists and is writable.") from None
 
 
-def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | None = None) -> Figure:
-    """Draw ``n`` samples and return a matplotlib figure of them (the reference README's quick look)."""
-    images = generate(generator, noise(n, generator.latent_dim, seed)).cpu()
+def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | None = None, digit: int | None = None) -> Figure:
+    """Draw ``n`` samples (of ``digit``, for a conditional generator) and return a matplotlib figure of them."""
+    images = generate(generator, noise(n, generator.latent_dim, seed), sample_labels(generator, n, digit)).cpu()
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     figure = Figure(figsize=(cols * 1.2, rows * 1.2))
@@ -126,7 +167,7 @@ def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | Non
 def load_generator(checkpoint: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
     """The generator (EMA weights by default) of a train.py checkpoint, in eval mode on ``device``."""
     ckpt = load_checkpoint(checkpoint)
-    model_cfg = ModelConfig(**ckpt["config"]["model"])
+    model_cfg = model_config(ckpt["config"]["model"])
     generator = build_generator(model_cfg)
     load_weights(generator, ckpt["generator_ema" if ema else "generator"], ckpt, model_cfg, "generator")
     device = resolve_device(device) if isinstance(device, str) else device

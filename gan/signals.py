@@ -41,7 +41,8 @@ class TrainingInterrupted(GanError):
 
 
 class StopRequests:
-    """Records the stop signal; a second Ctrl-C stops at once.
+    """Records the stop signal; a second Ctrl-C stops at once (KeyboardInterrupt), except inside
+    :meth:`critical` (a checkpoint write), which it ends first.
 
     A scheduler may send SIGTERM and SIGUSR2 together when it preempts a job: while a stop is pending,
     a SIGUSR2 makes it a stop-and-requeue, and a repeated SIGTERM is ignored.
@@ -50,13 +51,29 @@ class StopRequests:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._in_critical = False
+        self._forced = False  # a second Ctrl-C arrived inside a critical block
 
     def _request(self, signum: int, frame: Any) -> None:
         if self.signum is not None and signum == signal.SIGINT:
+            if self._in_critical:
+                self._forced = True
+                return
             raise KeyboardInterrupt
         if self.signum is None or signum in FORWARDED_SIGNALS:
             self.signum = signum
             log.warning("received %s: stopping after this step", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A block a second Ctrl-C does not cut in two (the atomic write of a checkpoint): it stops right after."""
+        self._in_critical = True
+        try:
+            yield
+        finally:
+            self._in_critical = False
+        if self._forced:
+            raise KeyboardInterrupt
 
     def interrupted(self, message: str) -> TrainingInterrupted:
         """The exception to raise once the run has stopped for the recorded signal."""

@@ -1,10 +1,10 @@
 """One GAN training step: the losses, and every option that changes how they are computed.
 
-The loop hands :class:`GanStep` a real batch and the global step number; the step draws a fake batch,
-updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every``
+The loop hands :class:`GanStep` a real batch (with its labels, for a conditional model) and the global
+step number; the step draws a fake batch (with uniformly drawn labels, for a conditional model), updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every``
 steps, on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA.
 Precision, grad scalers, torch.compile, the whole-step CUDA graph and the non-finite skip live here, so
-the loop never sees them. ``state_dict`` holds what the step carries from one step to the next besides
+the loop never sees them. The step reaches G and D only through the interface of gan/models.py. ``state_dict`` holds what the step carries from one step to the next besides
 the weights (both optimizers and both grad scalers), so every precision resumes exactly.
 """
 
@@ -43,7 +43,7 @@ def ema_weight(decay: float, step: int) -> float:
     """How far G-EMA moves towards G at ``step``: 1 - min(decay, (1 + step) / (10 + step)).
 
     The warm-up ramp keeps the average from remembering the random initial weights; it reaches 0.999 at
-    step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 128 takes 23,400 steps).
+    step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 64 takes 46,850 steps).
     """
     return 1.0 - min(decay, (1 + step) / (10 + step))
 
@@ -78,11 +78,15 @@ def update_ema(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -
 class GanStep:
     """Calling it runs one step on a real batch and returns [d_loss, g_loss, D(x), D(G(z))] without a host sync."""
 
+    generator: Generator
+    discriminator: Discriminator
+
     def __init__(self, generator: Generator, discriminator: Discriminator, generator_ema: Generator,
                  optim: OptimConfig, cfg: TrainConfig, batch_size: int, device: torch.device) -> None:
         self.generator, self.discriminator, self.generator_ema = generator, discriminator, generator_ema
         self.cfg, self.batch_size, self.device = cfg, batch_size, device
         self.r1_batch = min(cfg.r1_batch or batch_size, batch_size)
+        self.num_classes = generator.num_classes  # 0: unconditional
         # gamma/2 * E||grad_x D(x)||^2 on real images keeps D smooth where the data is (Mescheder et al.,
         # 2018); lazy R1 weighs it by its interval so the strength is unchanged.
         self.r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
@@ -105,94 +109,88 @@ class GanStep:
         if device.type != "cuda" or graphed:
             mode = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
         self.g_forward = torch.compile(generator, mode=mode) if cfg.compile else generator
-        # The R1 penalty runs D eagerly (it walks D's layers for the input gradient, or takes autograd's
-        # double backward, which torch.compile does not support); the losses run the compiled D.
+        # The R1 penalty runs D eagerly (D's own input gradient: written out, or autograd's double backward,
+        # which torch.compile does not support); the losses run the compiled D.
         self.d_forward = torch.compile(discriminator, mode=mode) if cfg.compile else discriminator
         # CUDA graphs reuse their output memory: each step starts a new generation of graph replays, and
         # D's statistics are read right after each D forward, before D runs again.
         self.mark_graph_step = cfg.compile and mode == "reduce-overhead"  # CUDA without the whole-step graph
 
-        judged = batch_size // discriminator.pack  # D's outputs per batch
+        judged = batch_size // discriminator.images_per_logit  # D's outputs per batch
         self.real_target = torch.full((judged,), 1.0 - cfg.label_smoothing, device=device)
         self.ones = torch.ones(judged, device=device)
         self.zeros = torch.zeros(judged, device=device)
         # On CUDA the EMA's weight is a device scalar, set before each step, so graph replays and eager
         # steps compute the average the same way; the graph reads it from there.
         self.ema_weight_on_device = torch.zeros((), device=device) if device.type == "cuda" else None
-        self.graphed = GraphedStep(lambda real, with_r1: self.run(real, with_r1, self.ema_weight_on_device)) if graphed else None
+        self.graphed = GraphedStep(lambda with_r1, real, *labels: self.run(real, labels[0] if labels else None, with_r1,
+                                                                           self.ema_weight_on_device)) if graphed else None
 
     def r1_due(self, step: int) -> bool:
         """Lazy R1 (as StyleGAN2): the penalty on every ``r1_every``-th step, weighted by the interval."""
         return self.cfg.r1_gamma > 0 and step % self.cfg.r1_every == 0
 
-    def __call__(self, real: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None, step: int) -> torch.Tensor:
+        """One step on ``real`` images and their ``labels`` (None for an unconditional model)."""
         weight: float | torch.Tensor = ema_weight(self.cfg.ema_decay, step)
         if self.ema_weight_on_device is not None:
             weight = self.ema_weight_on_device.fill_(weight)
         if self.graphed is not None:
-            return self.graphed(real, self.r1_due(step))
-        return self.run(real, self.r1_due(step), weight)
+            return self.graphed(self.r1_due(step), real, *(() if labels is None else (labels,)))
+        return self.run(real, labels, self.r1_due(step), weight)
 
-    def run(self, real: torch.Tensor, with_r1: bool, weight: float | torch.Tensor) -> torch.Tensor:
+    def run(self, real: torch.Tensor, labels: torch.Tensor | None, with_r1: bool, weight: float | torch.Tensor) -> torch.Tensor:
         """The step's work: fake batch, D update, G update, EMA at ``weight`` (on CUDA the device scalar)."""
         if self.mark_graph_step:
             torch.compiler.cudagraph_mark_step_begin()
         z = torch.randn(self.batch_size, self.generator.latent_dim, device=self.device)
+        fake_labels = torch.randint(self.num_classes, (self.batch_size,), device=self.device) if self.num_classes else None
         with self.matmul_precision():
             with self.autocast():
-                fake = self.g_forward(z)
-            d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), with_r1)
-            g_loss = self.generator_step(fake)
+                fake = self.g_forward(z, fake_labels)
+            d_loss, d_real, d_fake = self.discriminator_step(real, labels, fake.detach(), fake_labels, with_r1)
+            g_loss = self.generator_step(fake, fake_labels)
         update_ema(self.generator_ema, self.generator, weight)
         return torch.stack([d_loss, g_loss, d_real, d_fake])
 
     # -- the losses --------------------------------------------------------------------------
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, with_r1: bool) -> tuple[torch.Tensor, ...]:
+    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor, fake_labels: torch.Tensor | None,
+                           with_r1: bool) -> tuple[torch.Tensor, ...]:
         """Update D on real and (detached) fake images, with the R1 penalty when due; returns D's loss and its mean outputs."""
         if self.cfg.d_updates == "joint":
-            real_logits, fake_logits = self.d_logits(torch.cat([real, fake])).chunk(2)
+            both_labels = None if labels is None else torch.cat([labels, fake_labels])
+            real_logits, fake_logits = self.d_logits(torch.cat([real, fake]), both_labels).chunk(2)
             d_loss = self.bce(real_logits, self.real_target) + self.bce(fake_logits, self.zeros)
-            self.optimize(self.with_penalty(d_loss, real, with_r1), self.opt_d, self.scaler_d)
+            self.optimize(self.with_penalty(d_loss, real, labels, with_r1), self.opt_d, self.scaler_d)
         else:  # the reference: one D update on the real batch, then another on the fake batch
-            real_logits = self.d_logits(real)
+            real_logits = self.d_logits(real, labels)
             d_loss_real = self.bce(real_logits, self.real_target)
-            self.optimize(self.with_penalty(d_loss_real, real, with_r1), self.opt_d, self.scaler_d)
-            fake_logits = self.d_logits(fake)
+            self.optimize(self.with_penalty(d_loss_real, real, labels, with_r1), self.opt_d, self.scaler_d)
+            fake_logits = self.d_logits(fake, fake_labels)
             d_loss_fake = self.bce(fake_logits, self.zeros)
             self.optimize(d_loss_fake, self.opt_d, self.scaler_d)
             d_loss = d_loss_real + d_loss_fake
         return d_loss.detach(), real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()
 
-    def d_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def d_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         with self.autocast():
-            return self.d_forward(images).float()
+            return self.d_forward(images, labels).float()
 
-    def with_penalty(self, loss: torch.Tensor, real: torch.Tensor, with_r1: bool) -> torch.Tensor:
-        return loss + self.r1_penalty(real) if with_r1 else loss
+    def with_penalty(self, loss: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None, with_r1: bool) -> torch.Tensor:
+        return loss + self.r1_penalty(real, labels) if with_r1 else loss
 
-    def r1_penalty(self, real: torch.Tensor) -> torch.Tensor:
-        """gamma/2 * r1_every * E||grad_x D(x)||^2 over the first r1_batch real images, on dropout masks of their own."""
+    def r1_penalty(self, real: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """gamma/2 * r1_every * E||grad_x D(x)||^2 over the first r1_batch real images (and their labels), on dropout masks of their own."""
         subset = real[: self.r1_batch].detach()
-        if not self.discriminator.mbstd_group:
-            # D's input gradient written out (Discriminator.input_gradient): a forward without autograd
-            # finds its factors, and the penalty needs no double backward.
-            with torch.no_grad(), self.autocast():
-                slopes = self.discriminator.slopes(subset)
-            with self.autocast():
-                grad = self.discriminator.input_gradient(slopes).float()
-        else:  # minibatch stddev mixes samples: autograd's double backward
-            subset.requires_grad_(True)
-            with self.autocast():
-                # D reads a copy: autograd.grad refuses a leaf as the input of a module with backward hooks
-                # (profilers, FlopCounterMode), and the copy's gradient reaches the leaf all the same.
-                logits = self.discriminator(subset.clone()).float()
-            (grad,) = torch.autograd.grad(logits.sum(), subset, create_graph=True)
+        subset_labels = None if labels is None else labels[: self.r1_batch]
+        with self.autocast():
+            grad = self.discriminator.input_gradient(subset, subset_labels).float()
         return self.r1_weight * grad.pow(2).sum() / self.r1_batch
 
-    def generator_step(self, fake: torch.Tensor) -> torch.Tensor:
+    def generator_step(self, fake: torch.Tensor, fake_labels: torch.Tensor | None) -> torch.Tensor:
         """Update G with the non-saturating loss through the just-updated D."""
         self.discriminator.requires_grad_(False)  # D's weights need no gradients here
-        g_loss = self.bce(self.d_logits(fake), self.ones)
+        g_loss = self.bce(self.d_logits(fake, fake_labels), self.ones)
         self.optimize(g_loss, self.opt_g, self.scaler_g)
         self.discriminator.requires_grad_(True)
         return g_loss.detach()

@@ -8,7 +8,8 @@ training goes on.
 What a run puts in the dashboard: the step scalars against the global step; every evaluation metric
 against ``epoch`` (``eval/ema/*`` for G-EMA, ``eval/raw/*`` for G) with the digit shares as a bar
 chart; in the summary, the final G-EMA metrics and the best FID with its epoch (the columns of a
-sweep's runs table); the fixed-noise grids, their animation and a table of classified samples.
+sweep's runs table; a conditional run adds its label accuracy and intra-class FID); the fixed-noise
+grids, their animation and a table of classified samples (with the digit asked for, in a conditional run).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
 WANDB_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
-SUMMARY_METRICS = ("fid", "recall", "precision", "kid", "classes_over_5pct")  # the runs table's columns, as final/*
+# The runs table's columns, as final/*; the last two only in conditional runs.
+SUMMARY_METRICS = ("fid", "recall", "precision", "kid", "classes_over_5pct", "label_accuracy", "intra_fid")
 
 
 def has_netrc_entry(environ: Mapping[str, str]) -> bool:
@@ -78,7 +80,7 @@ class Tracker(Protocol):
 
     def log_evaluation(self, results: dict[str, dict[str, float]], epoch: int, step: int, best: tuple[float, int]) -> None: ...
 
-    def log_samples(self, rows: list[tuple[str, np.ndarray, str, float]], step: int) -> None: ...
+    def log_samples(self, rows: list[tuple[str, np.ndarray, str | None, str, float]], step: int) -> None: ...
 
     def log_progress(self, gif: Path, step: int) -> None: ...
 
@@ -134,21 +136,22 @@ class WandbTracker:
             ema = results["ema"]
             digit_shares = [ema[f"class_{d}"] for d in range(10)]
             self.run.summary.update({
-                **{f"final/{key}": ema[key] for key in SUMMARY_METRICS},
+                **{f"final/{key}": ema[key] for key in SUMMARY_METRICS if key in ema},
                 "final/digit_min": min(digit_shares), "final/digit_max": max(digit_shares), "final/epoch": epoch,
                 "best/fid": best[0], "best/epoch": best[1],
             })
 
         self._guarded("evaluation log", send)
 
-    def log_samples(self, rows: list[tuple[str, np.ndarray, str, float]], step: int) -> None:
-        """A table of (generator, image, predicted digit, confidence) rows, filterable by digit."""
+    def log_samples(self, rows: list[tuple[str, np.ndarray, str | None, str, float]], step: int) -> None:
+        """A table of (generator, image, [requested digit,] predicted digit, confidence) rows, filterable by digit."""
         def send() -> None:
             import wandb
 
-            table = wandb.Table(columns=["generator", "image", "digit", "confidence"])
-            for generator, image, digit, confidence in rows:
-                table.add_data(generator, wandb.Image(image), digit, confidence)
+            conditional = any(requested is not None for _, _, requested, _, _ in rows)
+            table = wandb.Table(columns=["generator", "image", *(["requested"] if conditional else []), "digit", "confidence"])
+            for generator, image, requested, digit, confidence in rows:
+                table.add_data(generator, wandb.Image(image), *([requested] if conditional else []), digit, confidence)
             self.run.log({"samples_table": table}, step=step)
 
         self._guarded("samples table", send)

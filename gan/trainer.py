@@ -1,8 +1,10 @@
-"""The training loop: config -> data, models, GanStep -> epochs of steps -> per-epoch hooks -> checkpoint.
+"""The training loop: epochs of GanStep on the preloaded data -> per-epoch hooks -> checkpoint.
 
 A checkpoint holds everything the loop's future depends on (weights, optimizer and grad-scaler state,
 RNG states, the shuffled order and position inside an interrupted epoch), and the hooks run with the
 RNG state set aside, so a resumed or extended run ends with exactly the weights of an uninterrupted one.
+Building a run around the loop (the lock, the checkpoint it resumes, the tracker, its status) is
+gan/run.py's work.
 """
 
 from __future__ import annotations
@@ -21,18 +23,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from gan.checkpoint import epoch_checkpoint_name, load_weights, prune_epoch_checkpoints, resume_checkpoint, save_checkpoint
+from gan.checkpoint import epoch_checkpoint_name, load_weights, prune_epoch_checkpoints, save_checkpoint
 from gan.config import Config
-from gan.data import training_images
-from gan.device import keep_freed_memory, resolve_device
+from gan.data import training_data
+from gan.device import resolve_device
 from gan.errors import GanError
-from gan.hooks import EPOCH_HOOKS
+from gan.hooks import EPOCH_HOOKS, EpochEnd
 from gan.models import build_discriminator, build_generator
-from gan.rundir import locked_run_directory
-from gan.sampling import noise
-from gan.signals import StopRequests, TrainingInterrupted
+from gan.sampling import grid_inputs
+from gan.signals import StopRequests
 from gan.step import STATS, GanStep
-from gan.tracking import NoTracker, Tracker, start_wandb
+from gan.tracking import NoTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +59,26 @@ def rng_set_aside(device: torch.device) -> Iterator[None]:
 
 
 class Trainer:
-    """Builds a run from its config (and the checkpoint it resumes), trains it, writes what it promises."""
+    """Builds the models, data and step of a config (and the checkpoint it resumes), and runs the loop."""
 
     def __init__(self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.device.name)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         torch.manual_seed(cfg.seed)
-        self.images = training_images(cfg.data, self.device)
+        self.images, self.labels = training_data(cfg.data, self.device)
         self.batch_size = cfg.data.batch_size
         self.steps_per_epoch = len(self.images) // self.batch_size  # full batches only
         self.generator = build_generator(cfg.model).to(self.device)
         self.discriminator = build_discriminator(cfg.model).to(self.device)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.conditional = self.generator.num_classes > 0
+        if self.conditional and int(self.labels.max()) >= self.generator.num_classes:
+            raise GanError(f"the training labels go up to {int(self.labels.max())}, beyond model.num_classes={self.generator.num_classes}; "
+                           f"set model.num_classes to at least {int(self.labels.max()) + 1}.")
         self.gan_step = GanStep(self.generator, self.discriminator, self.generator_ema, cfg.optim, cfg.train,
                                 self.batch_size, self.device)
-        self.fixed_noise = noise(cfg.grid_size, cfg.model.latent_dim, seed=cfg.seed)
+        self.fixed_noise, self.fixed_labels = grid_inputs(cfg.grid_size, self.generator, seed=cfg.seed)
         self.hooks = [hook() for hook in EPOCH_HOOKS]
         self.tracker: Tracker = NoTracker()
         self.stop_requests = StopRequests()
@@ -105,8 +108,9 @@ class Trainer:
                 record = self.close_epoch(seconds)
                 # 3. Hooks: sample grid, evaluation, metrics.csv and plots, tracking.
                 with rng_set_aside(self.device):
+                    view = self.epoch_end()
                     for hook in self.hooks:
-                        hook(self, record)
+                        hook(view, record)
                 # 4. The checkpoint, last: it is the promise that everything above happened.
                 self.save()
         return self.history[-1] if self.history else {}
@@ -123,7 +127,7 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", disable=None, leave=False, dynamic_ncols=True)
         for i in bar:
             batch = progress.order[i * self.batch_size : (i + 1) * self.batch_size]
-            stats = self.gan_step(self.images[batch], self.step)
+            stats = self.gan_step(self.images[batch], self.labels[batch] if self.conditional else None, self.step)
             self.step += 1
             progress.next_batch = i + 1
             if skip_nonfinite and not torch.isfinite(stats).all():  # under skip, GanStep has synced already
@@ -172,6 +176,10 @@ class Trainer:
                  self.epoch, self.cfg.epochs, *means, record["images_per_s"], seconds)
         return record
 
+    def epoch_end(self) -> EpochEnd:
+        return EpochEnd(self.cfg, self.run_dir, self.device, self.epoch, self.step, self.generator, self.generator_ema,
+                        self.fixed_noise, self.fixed_labels, self.history, self.trace, self.tracker)
+
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -203,7 +211,8 @@ class Trainer:
         last = self.checkpoint_dir / "last.pt"
         kept = self.progress is None and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs)
         copies = (self.checkpoint_dir / epoch_checkpoint_name(self.epoch),) if kept else ()
-        save_checkpoint(self.state_dict(), last, copies=copies)
+        with self.stop_requests.critical():
+            save_checkpoint(self.state_dict(), last, copies=copies)
         if kept:
             self.tracker.log_checkpoint(copies[0], self.epoch)
             if self.cfg.keep_last is not None:
@@ -234,32 +243,3 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None,
-          swept: dict[str, Any] | None = None) -> dict[str, float]:
-    """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.
-
-    ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them; a run with a group is
-    a sweep job (its job type and a tag say so). ``swept`` (e.g. {"optim.lr": 0.0001}) is also put at the
-    top level of the W&B config, where the dashboard's group-by and parallel coordinates find it.
-    """
-    try:
-        with locked_run_directory(run_dir):
-            trainer = Trainer(cfg, run_dir, resume_checkpoint(cfg.resume, run_dir / "checkpoints"))
-            sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
-            tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **(swept or {})}, run_name, run_group,
-                                  resume_id=trainer.tracker_run_id, job_type="sweep" if run_group else "train", tags=sweep_tags)
-            exit_code = 1
-            try:
-                result = trainer.fit(tracker)
-                exit_code = 0
-                return result
-            except TrainingInterrupted as stopped:
-                exit_code = stopped.exit_code
-                raise
-            finally:
-                tracker.finish(exit_code)
-    except TrainingInterrupted as stopped:
-        stopped.forward()  # with the run directory released: e.g. submitit requeues the job and exits here
-        raise

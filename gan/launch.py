@@ -1,0 +1,138 @@
+"""What train.py does as a Hydra job: lock the run directory, check the config, write the launch's record,
+train, and turn every failure into one sentence.
+
+Nothing is written into a run directory before its lock is held and its config is valid (Hydra's own
+``.hydra/`` output is off: see conf/config.yaml), so a refused launch leaves an existing run as it was.
+In a multirun a failed job is recorded (its status.json and train.log say why, and the sweep folder's
+``failed_jobs.jsonl`` names it) and the sweep goes on to the next job; :class:`LaunchChecks` then ends the
+multirun with exit code 1 and a line per failed job. A stop request (Ctrl-C, SIGTERM) ends the whole sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from gan.config import to_config
+from gan.errors import GanError
+from gan.run import train
+from gan.rundir import RunState, has_record, locked_run_directory, write_launch_record, write_status
+from gan.signals import TrainingInterrupted
+
+log = logging.getLogger(__name__)
+FAILED_JOBS = "failed_jobs.jsonl"
+
+
+def _log_to_files(message: str) -> None:
+    """Put ``message`` in the run's log files (train.log) only: the console gets it once, on stderr."""
+    record = logging.LogRecord("train", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _record_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
+    """The launch's record, as Hydra would write it: the composed config, Hydra's own config, the overrides."""
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task)}
+
+
+def _tracking_names(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """W&B's run name (the overrides that make the run different), group (a multirun's folder) and swept values."""
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o]
+    # A group choice (model=large) is recorded by its name; a value (optim.lr=0.0001) as composed.
+    values = {k: hydra_cfg.runtime.choices.get(k) or OmegaConf.select(cfg, k) for k in keys if k not in excluded}
+    return {"run_name": hydra_cfg.job.override_dirname or "defaults",
+            "run_group": str(run_dir.parent) if hydra_cfg.mode == RunMode.MULTIRUN else None,
+            "swept": {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in values.items()}}
+
+
+def launch(cfg: DictConfig) -> float | None:
+    """Run one Hydra job of train.py; returns the final FID (EMA), which optimizing sweepers such as Optuna minimize."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        with locked_run_directory(run_dir):
+            fresh = not has_record(run_dir)
+            try:
+                config = to_config(cfg)
+            except GanError as err:
+                if fresh:  # a new job's folder says why it did not run; an existing run's record stays as it was
+                    write_launch_record(run_dir, _record_files(cfg, hydra_cfg))
+                    write_status(run_dir, RunState("failed", 0, cfg.get("epochs"), str(err)))
+                raise
+            write_launch_record(run_dir, _record_files(cfg, hydra_cfg))
+            final = train(config, run_dir, **_tracking_names(cfg, hydra_cfg, run_dir))
+            return final.get("fid")
+    except TrainingInterrupted as stopped:
+        _log_to_files(f"error: {stopped}")
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    except KeyboardInterrupt:
+        message = "interrupted before training started; nothing was trained or written in this run directory."
+        _log_to_files(f"error: {message}")
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(130)
+    except GanError as err:
+        _log_to_files(f"error: {err}")
+        if not multirun:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(getattr(err, "exit_code", 1))
+        job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+        print(f"error: {job}: {err}", file=sys.stderr)
+        with open(run_dir.parent / FAILED_JOBS, "a") as failed:
+            failed.write(json.dumps({"time": time.time(), "job": hydra_cfg.job.num, "dir": str(run_dir),
+                                     "overrides": list(hydra_cfg.overrides.task), "reason": str(err)}) + "\n")
+        return None
+
+
+def _usable_folder(path: Path, key: str) -> None:
+    """Create ``path`` (a run or sweep folder) now, or exit with one sentence, before Hydra tries and fails with a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else (err.strerror or str(err))
+        print(f"error: cannot create the folder {path} ({reason}); pass a writable folder with {key}=PATH.", file=sys.stderr)
+        sys.exit(1)
+
+
+class LaunchChecks(Callback):
+    """Hydra callbacks of train.py: a usable output folder before Hydra writes there, and a multirun's exit code."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _usable_folder(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+        _usable_folder(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = Path(config.hydra.sweep.dir) / FAILED_JOBS
+        failed = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    job = json.loads(line)
+                except ValueError:
+                    continue
+                if job.get("time", 0) >= self.started:
+                    failed.append(job)
+        if failed:
+            lines = [f"  job {job['job']} ({' '.join(job['overrides'])}): {job['reason']}" for job in failed]
+            print(f"error: {len(failed)} job(s) of this sweep failed (the others ran; `python report.py "
+                  f"{config.hydra.sweep.dir}` lists every job):\n" + "\n".join(lines), file=sys.stderr)
+            sys.exit(1)
