@@ -1,11 +1,13 @@
 """One GAN training step: the losses, and every option that changes how they are computed.
 
 The loop hands :class:`GanStep` a real batch (with its labels, for a conditional model) and the global
-step number; the step draws a fake batch (with uniformly drawn labels, for a conditional model), updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every``
-steps, on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA.
-Precision, grad scalers, torch.compile, the whole-step CUDA graph and the non-finite skip live here, so
-the loop never sees them. The step reaches G and D only through the interface of gan/models.py. ``state_dict`` holds what the step carries from one step to the next besides
-the weights (both optimizers and both grad scalers), so every precision resumes exactly.
+step number; the step draws a fake batch (with uniformly drawn labels, for a conditional model),
+updates D (BCE on logits with one-sided label smoothing, plus the R1 penalty every ``r1_every`` steps,
+on ``r1_batch`` of the real images), updates G (the non-saturating loss), and moves G-EMA. Precision,
+grad scalers, torch.compile, the whole-step CUDA graph and the non-finite skip live here, so the loop
+never sees them; the step reaches G and D only through the interface of gan/models.py. ``state_dict``
+holds what the step carries from one step to the next besides the weights (both optimizers and both
+grad scalers), so every precision resumes exactly.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ STATS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, in this
 
 def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimConfig,
                     device: torch.device, capturable: bool = False) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    # One fused kernel updates all parameters of a network (on 2 CPU cores: 51.5 vs 42.4 steps/s
-    # against foreach); elsewhere torch picks foreach. ``capturable``: safe inside a CUDA graph.
+    # One fused kernel updates all parameters of a network, on the CPU and on CUDA; elsewhere torch picks
+    # foreach. ``capturable``: safe inside a CUDA graph.
     fused = True if device.type in ("cuda", "cpu") else None
     betas = (cfg.betas[0], cfg.betas[1])
     return (
@@ -213,8 +215,13 @@ class GanStep:
                 "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        for key, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            # The state (moments, step counts) comes from the checkpoint; the settings (lr, betas, fused,
+            # capturable) from this run's config and device, so `resume=... optim.lr=0.0001` takes effect.
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+            optimizer.load_state_dict(state[key])
+            for group, setting in zip(optimizer.param_groups, settings):
+                group.update(setting)
         for key, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
             # Checkpoints from before the scalers were saved, or from a run without fp16, have none.
             if state.get(key) and scaler.is_enabled():

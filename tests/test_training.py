@@ -1,4 +1,4 @@
-"""A short run trains and writes its files; the same seed reproduces; resume continues exactly."""
+"""A short run trains and writes its files; the same seed reproduces; resume continues exactly, conditional runs too."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from gan.checkpoint import load_checkpoint
 from gan.errors import GanError
 from gan.history import read_metrics_csv
 from gan.models import build_generator
-from gan.trainer import train
+from gan.run import train
 from helpers.mnist_files import make_tiny_mnist
-from helpers.runs import WEIGHTS, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
+from helpers.runs import EVALUATED, WEIGHTS, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
 
 
 def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
@@ -21,7 +22,7 @@ def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png", "progress.gif"]
     # epoch_NNN.pt at the interval and at the end; last.pt always.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_002.pt", "epoch_003.pt", "last.pt"]
-    assert (tmp_path / "losses.png").stat().st_size > 10_000
+    assert Image.open(tmp_path / "losses.png").size == (900, 350), "the loss plot: two panels, 9 x 3.5 inches at 100 dpi"
     rows = read_metrics_csv(tmp_path / "metrics.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert rows[-1]["step"] == 3 * (256 // 64)
@@ -34,7 +35,7 @@ def test_short_run_writes_grids_checkpoints_and_metrics(tiny_mnist, tmp_path):
     ckpt = last_checkpoint(tmp_path)
     assert (ckpt["epoch"], ckpt["step"]) == (3, 12)
     assert ckpt["fixed_noise"].shape == (16, 100)
-    assert ckpt["config"]["optim"]["lr"] == pytest.approx(3e-4)
+    assert ckpt["config"]["optim"]["lr"] == pytest.approx(2e-4)
     assert {*WEIGHTS, "opt_g", "opt_d", "scaler_g", "scaler_d", "rng"} <= ckpt.keys()
     # The EMA generator is its own set of weights, not an alias of G.
     assert not torch.equal(ckpt["generator"]["net.0.weight"], ckpt["generator_ema"]["net.0.weight"])
@@ -61,7 +62,8 @@ def test_same_seed_gives_same_weights_and_other_seed_does_not(tiny_mnist, tmp_pa
 
 
 @pytest.mark.parametrize("extra", [
-    (),  # the default recipe: dropout in D, R1 every step
+    (),  # the default recipe
+    pytest.param(("model=conditional",), marks=pytest.mark.slow),  # labels through G, D and R1; fake labels from the training RNG
     # Lazy R1: the epoch-1 checkpoint (step 4) falls between penalty steps 3 and 6.
     pytest.param(("train.r1_every=3",), marks=pytest.mark.slow),
     pytest.param(("train.r1_batch=16",), marks=pytest.mark.slow),
@@ -90,20 +92,21 @@ def test_fp16_checkpoint_carries_the_grad_scalers(tiny_mnist, tmp_path):
     run_quick(tiny_mnist, tmp_path, "epochs=1", "train.precision=fp16")
     ckpt = last_checkpoint(tmp_path)
     for key in ("scaler_g", "scaler_d"):
-        assert ckpt[key]["scale"] > 0 and ckpt[key]["_growth_tracker"] >= 0
+        # 4 steps, none overflowing at the initial scale 2**16: the scale stays and counts 4 good steps towards growth.
+        assert (ckpt[key]["scale"], ckpt[key]["_growth_tracker"]) == (2.0**16, 4)
 
 
-def test_extending_a_finished_evaluated_run_is_exact(tmp_path):
+@pytest.mark.parametrize("extra", [(), pytest.param(("model=conditional",), marks=pytest.mark.slow)])
+def test_extending_a_finished_evaluated_run_is_exact(tmp_path, extra):
     """epochs=2 in one go equals epochs=1, then resume=.../last.pt epochs=2, with evaluation on.
 
     The 1-epoch run ends with a final evaluation that the 2-epoch run does not have at epoch 1; it draws
     random numbers (KID's subsets), which must not leak into the training RNG saved in last.pt.
     """
     root = make_tiny_mnist(tmp_path / "data", n_train=256, n_test=256)
-    evaluated = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=128")
-    run_quick(root, tmp_path / "straight", "epochs=2", *evaluated)
-    run_quick(root, tmp_path / "first", "epochs=1", *evaluated)
-    run_quick(root, tmp_path / "extended", "epochs=2", f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}", *evaluated)
+    run_quick(root, tmp_path / "straight", "epochs=2", *EVALUATED, *extra)
+    run_quick(root, tmp_path / "first", "epochs=1", *EVALUATED, *extra)
+    run_quick(root, tmp_path / "extended", "epochs=2", f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}", *EVALUATED, *extra)
     assert_same_training_state(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "extended"))
 
 
@@ -126,11 +129,17 @@ def test_resume_with_another_architecture_names_keys_and_overrides(tiny_mnist, t
         ("train.r1_every=16",),
         ("train.r1_every=4", "train.d_updates=separate"),
         ("train.r1_gamma=0",),
+        ("train.precision=fp16",),
+        ("train.compile=true",),  # lazy R1: eager D on R1 steps, compiled D otherwise
+        ("train.compile=true", "train.r1_gamma=0"),
+        ("train.precision=bf16", "train.d_updates=separate"),
+        ("model=conditional", "train.d_updates=separate"),
     ],
 )
 def test_training_options_give_finite_losses(tiny_mnist, tmp_path, overrides):
     final = run_quick(tiny_mnist, tmp_path, "epochs=1", *overrides)
     assert all(math.isfinite(final[key]) for key in ("d_loss", "g_loss"))
+    assert last_checkpoint(tmp_path)["step"] == 4
 
 
 def test_batch_larger_than_the_dataset_is_refused(tiny_mnist, tmp_path):
@@ -151,9 +160,28 @@ def test_subset_trains_on_fewer_images(tmp_path):
 
 
 def test_r1_penalty_changes_the_discriminator_update(tiny_mnist, tmp_path):
-    run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "model.d_dropout=0", "train.r1_gamma=0")
-    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "model.d_dropout=0", "train.r1_gamma=10")
+    run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "train.r1_gamma=0")
+    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "train.r1_gamma=10")
     plain, r1 = (last_checkpoint(tmp_path / name) for name in ("plain", "r1"))
     assert not torch.equal(plain["discriminator"]["net.0.weight"], r1["discriminator"]["net.0.weight"])
     # The penalty pulls D's input gradients down: the first layer ends up with smaller weights.
     assert r1["discriminator"]["net.0.weight"].norm() < plain["discriminator"]["net.0.weight"].norm()
+
+
+def test_a_conditional_run_draws_one_digit_per_grid_row(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path, "epochs=1", "model=conditional", "grid_size=30")
+    ckpt = last_checkpoint(tmp_path)
+    assert ckpt["config"]["model"]["num_classes"] == 10 and ckpt["fixed_noise"].shape == (30, 100)
+    z = ckpt["fixed_noise"].view(10, 3, 100)
+    assert all(torch.equal(z[0], row) for row in z), "every row draws its digit from the same three latents"
+    assert Image.open(tmp_path / "samples" / "epoch_001.png").size == (3 * 30 + 2, 10 * 30 + 2), "ten rows of three"
+
+
+def test_resuming_with_a_new_learning_rate_trains_at_that_rate(tiny_mnist, tmp_path):
+    """The optimizers' moments come from the checkpoint, their settings from the config (the NaN message advises a lower lr)."""
+    run_quick(tiny_mnist, tmp_path, "epochs=1")
+    run_quick(tiny_mnist, tmp_path, "epochs=2", "resume=auto", "optim.lr=0.0001", "optim.betas=[0.9,0.99]")
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [(row["lr_g"], row["lr_d"]) for row in rows] == [(2e-4, 2e-4), (1e-4, 1e-4)]
+    groups = last_checkpoint(tmp_path)["opt_d"]["param_groups"]
+    assert all(group["betas"] == (0.9, 0.99) for group in groups)
