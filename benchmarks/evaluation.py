@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from benchmarks.common import machine
-from gan.config import ModelConfig
+from benchmarks.common import machine, train_config
 from gan.evaluator import Evaluator
 from gan.models import build_generator
 from gan.sampling import load_generator
@@ -34,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         generators = {"ema": load_generator(args.checkpoint, ema=True), "raw": load_generator(args.checkpoint, ema=False)}
     else:
         torch.manual_seed(0)
-        generators = {"ema": build_generator(ModelConfig()), "raw": build_generator(ModelConfig())}
+        model = train_config().model
+        generators = {"ema": build_generator(model), "raw": build_generator(model)}
 
     started = time.perf_counter()
     evaluator = Evaluator(args.data_root, download=False)

@@ -7,7 +7,7 @@
 #
 # On the GPU machine, `setup` (run by every command) installs the carried wheels into /tmp/site and
 # unpacks MNIST into /tmp/data/MNIST/raw; then `test` runs the test suite (the CUDA tests run, nothing
-# is skipped for want of a GPU) and `bench` prints the README's GPU tables. Output also goes to $OUT
+# is skipped for want of a GPU) and `bench` prints the tables of docs/gpu.md. Output also goes to $OUT
 # when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +62,7 @@ run_tests() {
 }
 
 bench() {
-  # The step of each speed option against the reference loop, with the GPU's busy share (README: GPU).
+  # The step of each speed option against the reference loop, with the GPU's busy share (docs/gpu.md).
   python3 -m benchmarks.throughput --data-root /tmp/data --steps 1000 --repeats 3 --warmup 50 \
     --config "" --config "train.cuda_graph=false" --config "train.precision=tf32" --config "train.precision=bf16" \
     --config "train.compile=true train.precision=bf16" 2>&1 | tee "$out/throughput.txt"

@@ -22,7 +22,7 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from gan.errors import GanError
 
@@ -246,15 +246,31 @@ class SampleConfig:
         _require(self.digit is None or self.digit >= 0, f"digit must be a class label such as 7, or null, got {self.digit}.")
 
 
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: which checkpoint's generator export.py writes, where, in which formats."""
+
+    checkpoint: str = MISSING
+    out: str = MISSING
+    ema: bool = MISSING
+    formats: list[str] = MISSING
+    push_to_hub: str | None = MISSING  # a Hugging Face Hub repository id
+
+    def validate(self) -> None:
+        _require("safetensors" in self.formats and set(self.formats) <= {"safetensors", "onnx"},
+                 f"formats must include safetensors and may add onnx, got {list(self.formats)}: use formats=[safetensors,onnx].")
+
+
 GROUP_SCHEMAS = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig, "device": DeviceConfig,
                  "train": TrainConfig, "eval": EvalConfig, "wandb": WandbConfig}
 
 
 def register_configs() -> None:
-    """Make the schemas available to the defaults lists: ``config_schema``, ``sample_schema`` and each group's ``schema``."""
+    """Make the schemas available to the defaults lists: ``config_schema``, ``sample_schema``, ``export_schema`` and each group's ``schema``."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(name="sample_schema", node=SampleConfig)
+    store.store(name="export_schema", node=ExportConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
 
@@ -282,6 +298,8 @@ def to_config(cfg: DictConfig) -> Any:
                            f"or list every key with `python train.py --cfg job`.")
     try:
         config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        raise GanError(f"{err.full_key} needs a value: pass {err.full_key}=... on the command line.") from None
     except OmegaConfBaseException as err:
         raise GanError(f"invalid config: {str(err).splitlines()[0]}") from None
     config.validate()

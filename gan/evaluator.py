@@ -39,7 +39,7 @@ class Evaluator:
         self.real_features, _ = self.features_and_logits(self.real_images)
         self.real_stats = gaussian_stats(self.real_features)
         self.real_radii = knn_radii(self.real_features.double(), NEIGHBOURS)
-        labels = test_set.labels.to(self.device)
+        self.real_labels = labels = test_set.labels.to(self.device)
         self.real_stats_by_digit = {digit: gaussian_stats(self.real_features[labels == digit])
                                     for digit in range(DIGITS) if int((labels == digit).sum()) > 1}
 
@@ -57,7 +57,7 @@ class Evaluator:
         """Every metric of METRICS plus each digit's share; ``seed`` draws KID's random subsets; ``labels``
         (the digits the samples were drawn for) add the label accuracy and intra-class FID."""
         if len(images) < 2:
-            raise GanError(f"evaluation needs at least 2 samples, got {len(images)}; use n=10000 for numbers comparable to the README's.")
+            raise GanError(f"evaluation needs at least 2 samples, got {len(images)}; use n=10000 for numbers comparable to docs/results.md.")
         features, logits = self.features_and_logits(images)
         precision, recall = precision_recall(self.real_features, features, NEIGHBOURS, self.real_radii)
         scores = {

@@ -89,7 +89,11 @@ class MlpGenerator(Generator):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout that can also return the factor each element was multiplied by (for D's written-out input gradient)."""
+    """nn.Dropout that can also return the factor each element was multiplied by (for D's written-out input
+    gradient); forward and ``with_factor`` draw their masks with the same op, so equal RNG states give equal masks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.with_factor(x)[0]
 
     def with_factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.training or self.p == 0:

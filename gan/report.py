@@ -2,9 +2,11 @@
 
 :func:`write_summary` takes a multirun sweep directory, or several sweep and single-run directories
 (e.g. one seed run next to a sweep over the other seeds), writes summary.md, summary.csv and
-summary.png into the output directory and returns the table. When runs differ by ``seed``, a second
-table gives each setting's mean and spread over its seeds. ``python report.py DIR [DIR ...]`` (or
-``python -m gan.report DIR [DIR ...]``) is its command line.
+summary.png into the output directory and returns the table. Each job is marked finished, stopped at
+epoch E of N, or failed (with the reason), and only finished jobs are ranked and averaged unless asked
+(``--all``); a job whose files are damaged is reported as such and the others are summarized. When runs
+differ by ``seed``, a second table gives each setting's mean and spread over its seeds. ``python
+report.py DIR [DIR ...]`` (or ``python -m gan.report DIR [DIR ...]``) is its command line.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from omegaconf import OmegaConf
 
 from gan.errors import GanError, exit_on_user_error
 from gan.history import read_metrics_csv
+from gan.rundir import RunState, read_status
 
 # Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
-HIGHER_IS_BETTER = {"precision", "recall", "classifier_score", "classes_over_5pct", "d_real"}
+HIGHER_IS_BETTER = {"precision", "recall", "classifier_score", "classes_over_5pct", "d_real", "label_accuracy"}
+METRIC_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "precision", "recall", "classifier_score",
+                  "class_kl", "classes_over_5pct", "digit_min", "digit_max", "label_accuracy", "label_accuracy_min", "intra_fid")
 DIGITS = range(10)
 
 
@@ -81,8 +86,31 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _read_job_file(job_dir: Path, name: str, read: Any, damaged: list[str]) -> Any:
+    """``read(path)`` of one of the job's files, or None (the file's name added to ``damaged`` when it cannot be read)."""
+    path = job_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        damaged.append(name)
+        return None
+
+
+def _state(job_dir: Path, config: Any, epoch: Any) -> RunState:
+    """The job's status.json, or for a run from before it was written: finished when it reached its epochs."""
+    state = read_status(job_dir)
+    if state is not None:
+        return state
+    epochs = OmegaConf.select(config, "epochs", default=None) if config is not None else None
+    if epoch is None or epochs is None:
+        return RunState("unknown")
+    return RunState("finished" if int(epoch) >= int(epochs) else "stopped", int(epoch), int(epochs))
+
+
 def collect(directories: list[Path]) -> list[dict[str, Any]]:
-    """One row per run: its overrides, last epoch's metrics, final evaluation and checkpoint."""
+    """One row per run: its overrides, status, last epoch's metrics, final evaluation and checkpoint."""
     rows = []
     for directory in directories:
         for job_dir in job_dirs(directory):
@@ -93,18 +121,28 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
             single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
             name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"
             row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir, "_hydra": hydra}
-            if (job_dir / "metrics.csv").is_file() and (history := read_metrics_csv(job_dir / "metrics.csv")):
+            damaged: list[str] = []
+            history = _read_job_file(job_dir, "metrics.csv", read_metrics_csv, damaged)
+            if history:
                 row.update({k: history[-1][k] for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake") if k in history[-1]})
-            if (job_dir / "eval.json").is_file():
-                final = json.loads((job_dir / "eval.json").read_text())
-                row.update({k: v for k, v in final.get("ema", final).items() if isinstance(v, (int, float))})
-                if all(f"class_{d}" in row for d in DIGITS):
-                    shares = [row[f"class_{d}"] for d in DIGITS]
-                    row["digit_min"], row["digit_max"] = min(shares), max(shares)
+            final = _read_job_file(job_dir, "eval.json", lambda path: json.loads(path.read_text()).get("ema"), damaged)
+            if isinstance(final, dict):
+                row.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
+                for column, prefix in (("digit", "class_"), ("label_accuracy", "label_accuracy_")):
+                    values = [row[f"{prefix}{d}"] for d in DIGITS if f"{prefix}{d}" in row]
+                    if values and column == "digit":
+                        row["digit_min"], row["digit_max"] = min(values), max(values)
+                    elif values:
+                        row["label_accuracy_min"] = min(values)
             checkpoint = job_dir / "checkpoints" / "last.pt"
             row["checkpoint"] = str(checkpoint) if checkpoint.is_file() else ""
-            if (job_dir / "wandb.json").is_file():  # written by the run's tracker
-                row["wandb"] = json.loads((job_dir / "wandb.json").read_text())
+            wandb = _read_job_file(job_dir, "wandb.json", lambda path: json.loads(path.read_text()), damaged)  # written by the run's tracker
+            if isinstance(wandb, dict):
+                row["wandb"] = wandb
+            config = _read_job_file(job_dir, ".hydra/config.yaml", OmegaConf.load, damaged)
+            state = _state(job_dir, config, row.get("epoch"))
+            row["status"] = state.describe() + (f" (damaged: {', '.join(damaged)})" if damaged else "")
+            row["_finished"] = state.status == "finished" and not damaged
             rows.append(row)
     # Every key any run overrides, valued from each run's composed config: a run that left it alone shows its default.
     keys = overridden_keys(rows)
@@ -138,16 +176,17 @@ def seed_table(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
             groups.setdefault(json.dumps([row.get(p) for p in settings]), []).append(row)
     if not groups:
         return []
+    conditional = [m for m in ("label_accuracy", "intra_fid") if any(m in row for row in rows)]
+    metrics = ["fid", "recall", "precision", *conditional]
     lines = ["", "Over seeds (mean ± standard deviation; digit range over all seeds; collapsed: fewer than 10 digits at >= 5%):", "",
-             "| " + " | ".join([*settings, "seeds", "fid", "recall", "precision", "digit range", "collapsed"]) + " |",
-             "|" + "---|" * (len(settings) + 6)]
+             "| " + " | ".join([*settings, "seeds", *metrics, "digit range", "collapsed"]) + " |",
+             "|" + "---|" * (len(settings) + len(metrics) + 3)]
     for group in groups.values():
         digit_range = (f"{100 * min(r['digit_min'] for r in group):.1f}-{100 * max(r['digit_max'] for r in group):.1f}%"
                        if all("digit_min" in r for r in group) else "")
         collapsed = sum(1 for r in group if r.get("classes_over_5pct", 10) < 10)
         seeds = ",".join(_fmt(r.get("seed")) for r in group)
-        cells = [*(_fmt(group[0].get(p)) for p in settings), seeds, *(_mean_and_spread(group, m) for m in ("fid", "recall", "precision")),
-                 digit_range, str(collapsed)]
+        cells = [*(_fmt(group[0].get(p)) for p in settings), seeds, *(_mean_and_spread(group, m) for m in metrics), digit_range, str(collapsed)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -160,29 +199,33 @@ def _mean_and_spread(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 def write_summary(directories: Path | list[Path], metric: str | None = None, param: str | None = None,
-                  out: Path | None = None) -> str:
+                  out: Path | None = None, include_unfinished: bool = False) -> str:
+    """Write summary.md/.csv/.png of the runs into ``out`` (default: the first directory) and return the table.
+
+    Jobs are ranked by ``metric`` (default: fid when evaluated, else g_loss) and plotted against ``param``;
+    only finished jobs are ranked and averaged over seeds, unless ``include_unfinished``.
+    """
     directories = [directories] if isinstance(directories, Path) else list(directories)
     rows = collect(directories)
     if not rows:
         raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "
                        "pass a multirun sweep directory or run directories.")
-    out = out or directories[0]
-    out.mkdir(parents=True, exist_ok=True)
     params = swept_keys(rows)
+    metric_columns = [k for k in METRIC_COLUMNS if any(k in row for row in rows)]
+    if metric is not None and metric not in metric_columns:
+        known = ", ".join(metric_columns) or "(none: no run has metrics yet)"
+        raise GanError(f"--metric {metric} is not a column of these runs; use one of {known}.")
+    if param is not None and param not in overridden_keys(rows):
+        known = ", ".join(overridden_keys(rows)) or "(none: the runs set no keys)"
+        raise GanError(f"--param {param} is not a key these runs set; use one of {known}.")
     metric = metric or next((m for m in ("fid", "g_loss") if any(m in row for row in rows)), None)
     param = param or next((p for p in params if p != "seed"), params[0] if params else None)
-    ranked = [row for row in rows if isinstance(row.get(metric), (int, float))]
+    finished = [row.pop("_finished") for row in rows]
+    considered = [row for row, done in zip(rows, finished) if done or include_unfinished]
+    ranked = [row for row in considered if isinstance(row.get(metric), (int, float))]
     best = (max if metric in HIGHER_IS_BETTER else min)(ranked, key=lambda r: r[metric]) if ranked else None
 
-    metric_columns = [k for k in ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "precision", "recall",
-                                  "classifier_score", "class_kl", "classes_over_5pct", "digit_min", "digit_max")
-                      if any(k in row for row in rows)]
-    columns = ["job", *params, *metric_columns, "checkpoint"]
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["job", "overrides", *params, *metric_columns, "checkpoint"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
+    columns = ["job", "status", *params, *metric_columns, "checkpoint"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [_fmt(row.get(c, "")) for c in columns]
@@ -191,13 +234,25 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
         lines.append("| " + " | ".join(cells) + " |")
     if best:
         lines += ["", f"Best by {metric}: job {best['job']} ({best['overrides']}), {metric} = {_fmt(best[metric])}, checkpoint {best['checkpoint']}"]
-    lines += seed_table(rows, params)
+    if len(considered) < len(rows):
+        lines += ["", f"Ranked and averaged: the {len(considered)} finished job(s) of {len(rows)} (--all includes the others)."]
+    lines += seed_table(considered, params)
     lines += wandb_lines(rows)
     table = "\n".join(lines)
-    (out / "summary.md").write_text(f"# Runs in {', '.join(map(str, directories))}\n\n{table}\n")
 
-    if param and metric and ranked:
-        _plot(ranked, param, metric, out / "summary.png")
+    out = out or directories[0]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "summary.csv", "w", newline="") as f:
+            fields = ["job", "status", "overrides", *params, *metric_columns, "checkpoint"]
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        (out / "summary.md").write_text(f"# Runs in {', '.join(map(str, directories))}\n\n{table}\n")
+        if param and metric and ranked:
+            _plot(ranked, param, metric, out / "summary.png")
+    except OSError as err:
+        raise GanError(f"cannot write the summary into {out} ({err.strerror or err}); pass a writable folder with --out DIR.") from None
     return table
 
 
@@ -241,9 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", help="column to rank jobs and plot (default: fid if evaluated, else g_loss)")
     parser.add_argument("--param", help="swept key for the plot's x axis (default: the first swept key other than seed)")
     parser.add_argument("--out", type=Path, help="where summary.md/.csv/.png go (default: the first DIR)")
+    parser.add_argument("--all", action="store_true", help="rank and average unfinished (stopped, failed) jobs too")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        print(write_summary(args.directories, args.metric, args.param, args.out))
+        print(write_summary(args.directories, args.metric, args.param, args.out, include_unfinished=args.all))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 from gan.checkpoint import resume_checkpoint
 from gan.config import Config
 from gan.errors import GanError
-from gan.rundir import RunState, locked_run_directory, write_status
+from gan.rundir import RunState, locked_run_directory, read_status, write_status
 from gan.signals import TrainingInterrupted
 from gan.tracking import start_wandb
 from gan.trainer import Trainer
@@ -48,10 +48,15 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
     """
     try:
         with locked_run_directory(run_dir):
-            checkpoint = resume_checkpoint(cfg.resume, run_dir / "checkpoints")
-            if checkpoint is not None and not check_epochs(checkpoint, cfg):
-                return checkpoint["history"][-1] if checkpoint["history"] else {}
-            trainer = Trainer(cfg, run_dir, checkpoint)
+            try:
+                checkpoint = resume_checkpoint(cfg.resume, run_dir / "checkpoints")
+                if checkpoint is not None and not check_epochs(checkpoint, cfg):
+                    return checkpoint["history"][-1] if checkpoint["history"] else {}
+                trainer = Trainer(cfg, run_dir, checkpoint)
+            except GanError as err:
+                if read_status(run_dir) is None:  # a new run that could not start says why; an existing run's status stays
+                    write_status(run_dir, RunState("failed", 0, cfg.epochs, str(err)))
+                raise
             write_status(run_dir, RunState("running", trainer.epoch, cfg.epochs))
             sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
             tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **(swept or {})}, run_name, run_group,

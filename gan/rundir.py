@@ -41,7 +41,7 @@ def _writable_error(run_dir: Path, err: OSError) -> GanError:
 
 
 def prepare_run_directory(run_dir: Path) -> None:
-    """Create the run's folders and check that files can be written there."""
+    """Create the run's folders and check that files can be written there (under the lock, when one is taken)."""
     try:
         for folder in (run_dir / "samples", run_dir / "checkpoints"):
             folder.mkdir(parents=True, exist_ok=True)
@@ -54,17 +54,24 @@ def prepare_run_directory(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def locked_run_directory(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for this process (a no-op where it already does), or stop at once naming the holder."""
+    """Hold ``run_dir`` for this process (a no-op where it already does), or stop at once naming the holder.
+
+    The lock is taken before anything is written into the run directory.
+    """
     key = run_dir.resolve()
     if key in _held:
         yield
         return
-    prepare_run_directory(run_dir)
     if fcntl is None:
+        prepare_run_directory(run_dir)
         yield
         return
-    path = run_dir / LOCK_NAME
-    with open(path, "a+") as lock_file:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = open(run_dir / LOCK_NAME, "a+")
+    except OSError as err:
+        raise _writable_error(run_dir, err) from None
+    with lock_file:
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -74,6 +81,7 @@ def locked_run_directory(run_dir: Path) -> Iterator[None]:
                 f"the run directory {run_dir} is in use by {holder}; wait for that run to end (or stop it), "
                 f"or pass another hydra.run.dir."
             ) from None
+        prepare_run_directory(run_dir)
         lock_file.seek(0)
         lock_file.truncate()
         lock_file.write(f"train.py pid {os.getpid()} on {socket.gethostname()}\n")

@@ -6,6 +6,7 @@ A conditional generator (``num_classes`` > 0) draws the digits it is asked for: 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from gan.device import resolve_device
 from gan.errors import GanError
 from gan.models import Generator, build_generator
 from gan.rundir import replace_atomically
+
+EXPORT_FORMAT = "mnist-gan-generator"  # config.json's "format" in a folder export.py writes
 
 
 def noise(n: int, latent_dim: int, seed: int | None = None) -> torch.Tensor:
@@ -145,6 +148,7 @@ def save_samples(images: torch.Tensor, path: str | Path, overwrite: bool = False
     writers = {".png": lambda f: Image.fromarray(grid_uint8(images, nrow).permute(1, 2, 0).numpy()).save(f, format="PNG"),
                ".pt": lambda f: torch.save(images, f), ".npy": lambda f: np.save(f, images.numpy())}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(path, writers[path.suffix])
     except OSError as err:
         raise GanError(f"cannot write {path} ({err.strerror or err}); name a file in a folder that exists and is writable.") from None
@@ -165,10 +169,33 @@ def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | Non
 
 
 def load_generator(checkpoint: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
-    """The generator (EMA weights by default) of a train.py checkpoint, in eval mode on ``device``."""
+    """The generator (EMA weights by default) of a train.py checkpoint, or of a folder export.py wrote, in eval mode on ``device``."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if Path(checkpoint).is_dir():
+        return _load_export(Path(checkpoint)).to(device)
     ckpt = load_checkpoint(checkpoint)
     model_cfg = model_config(ckpt["config"]["model"])
     generator = build_generator(model_cfg)
     load_weights(generator, ckpt["generator_ema" if ema else "generator"], ckpt, model_cfg, "generator")
-    device = resolve_device(device) if isinstance(device, str) else device
     return generator.to(device).eval()
+
+
+def _load_export(folder: Path) -> Generator:
+    """The generator of a folder export.py wrote (config.json and model.safetensors; the weights it exported)."""
+    from safetensors.torch import load_file
+
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise GanError(f"{folder} is a folder without config.json and model.safetensors; pass a checkpoints/*.pt file "
+                       f"or a folder written by export.py.")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"format {config.get('format')!r}")
+        generator = build_generator(model_config(config["model"]))
+        generator.load_state_dict(load_file(folder / "model.safetensors"))
+    except GanError:
+        raise
+    except Exception as err:  # a damaged or foreign folder fails anywhere in json, safetensors or load_state_dict
+        raise GanError(f"{folder} is not a readable generator export ({type(err).__name__}); export it again with "
+                       f"`python export.py checkpoint=... out=...`.") from None
+    return generator.eval()

@@ -1,27 +1,50 @@
-"""Configs compose, every default is written once, the reference's numbers hold, bad input is refused clearly."""
+"""The recipe lives in the YAML groups, once; the schema types and checks it; presets are whole recipes; bad input is one sentence."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from gan.config import Config, to_config
+from gan.config import GROUP_SCHEMAS, Config, SampleConfig, to_config
 from gan.errors import GanError
-from gan.models import build_discriminator, build_generator
-from helpers.runs import CONF, compose_config
+from helpers.runs import CONF, REPO, compose_config, config
 
 GROUP_OPTIONS = sorted(
     (group.name, option.stem)
     for group in CONF.iterdir() if group.is_dir()
     for option in group.glob("*.yaml")
 )
-GLOBAL_PRESETS = {"experiment", "sweep", "debug"}  # option files that set keys anywhere (@package _global_)
+PRESET_GROUPS = {"experiment", "sweep", "debug"}  # option files that set keys anywhere (@package _global_)
+VALUE_OPTIONS = [(group, option) for group, option in GROUP_OPTIONS if group not in PRESET_GROUPS]
+# What a recipe is: every value that changes what is trained, as an experiment preset must write it.
+RECIPE_KEYS = ({"epochs"} | {f"model.{f.name}" for f in dataclasses.fields(GROUP_SCHEMAS["model"])}
+               | {f"optim.{f.name}" for f in dataclasses.fields(GROUP_SCHEMAS["optim"])} | {"data.batch_size"}
+               | {f"train.{key}" for key in ("d_updates", "label_smoothing", "ema_decay", "r1_gamma", "r1_every", "r1_batch")})
+
+
+def option_values(group: str, option: str) -> dict:
+    """The values an option file writes itself (its defaults list left out)."""
+    values = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
+    values.pop("defaults", None)
+    return values
+
+
+def flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def test_every_group_has_options():
@@ -29,98 +52,109 @@ def test_every_group_has_options():
     assert {"model", "optim", "data", "device", "train", "eval", "wandb", "experiment", "debug", "sweep"} <= groups
 
 
+def test_the_schema_holds_types_and_checks_but_no_values():
+    for schema in (Config, SampleConfig, *GROUP_SCHEMAS.values()):
+        valued = [f.name for f in dataclasses.fields(schema) if f.default is not MISSING or f.default_factory is not dataclasses.MISSING]
+        assert not valued, f"{schema.__name__} holds values for {valued}: they belong in a YAML option file"
+
+
+def test_the_brief_recipe_is_readable_in_the_yaml_groups():
+    assert option_values("optim", "adam")["lr"] == 0.0002 and option_values("optim", "adam")["betas"] == [0.5, 0.999]
+    assert option_values("data", "mnist")["batch_size"] == 64
+    assert option_values("model", "base")["latent_dim"] == 100 and option_values("model", "base")["g_hidden"] == [256, 512, 1024]
+    assert yaml.safe_load((CONF / "config.yaml").read_text())["epochs"] == 50
+
+
+def test_the_defaults_are_the_briefs_numbers():
+    cfg = config()
+    assert (cfg.epochs, cfg.model.latent_dim, cfg.data.batch_size, cfg.device.name) == (50, 100, 64, "auto")
+    assert cfg.optim.generator_lr == cfg.optim.discriminator_lr == pytest.approx(2e-4)
+    assert (cfg.model.g_hidden, cfg.model.d_hidden) == ([256, 512, 1024], [1024, 512, 256])
+
+
+def test_the_composed_defaults_leave_nothing_missing():
+    for name in ("config", "sample"):
+        composed = compose_config(*(["checkpoint=x.pt"] if name == "sample" else []), config_name=name)
+        assert OmegaConf.missing_keys(composed) == set(), name
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
-def test_every_option_composes_and_validates(group, option):
+def test_every_option_composes_with_its_own_values(group, option):
     added = "+" if group == "sweep" else ""  # presets outside the defaults list are added: +sweep=lr
-    cfg = to_config(compose_config(f"{added}{group}={option}"))
-    assert isinstance(cfg, Config)
+    composed_config = compose_config(f"{added}{group}={option}")
+    to_config(composed_config)  # and validates
+    composed = OmegaConf.to_container(composed_config)
+    written = flat(option_values(group, option)) if group in PRESET_GROUPS else flat({group: option_values(group, option)})
+    written = {key: value for key, value in written.items() if not key.startswith("hydra.")}
+    for key, value in written.items():
+        node = composed
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, f"{group}={option}: {key}"
 
 
-def test_the_composed_defaults_are_the_schema_defaults(monkeypatch):
-    """The YAML files restate nothing, so the dataclasses in gan/config.py are the one place a default lives."""
-    monkeypatch.setenv("DATA_ROOT", "/data")
-    composed = dataclasses.asdict(to_config(compose_config()))
-    schema = dataclasses.asdict(Config())
-    assert schema["data"]["root"] == "${oc.env:DATA_ROOT,./data}"
-    schema["data"]["root"] = "/data"
-    assert composed == schema
+@pytest.mark.parametrize(("group", "option"), VALUE_OPTIONS)
+def test_an_option_extending_another_writes_only_what_it_changes(group, option):
+    """Every value is written once: small.yaml gives the widths and takes the rest from base.yaml."""
+    defaults = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()).get("defaults", [])
+    assert defaults[0] == "schema" or (CONF / group / f"{defaults[0]}.yaml").is_file(), "an option names its schema or a sibling it extends"
+    if defaults[0] == "schema":
+        return
+    parent = option_values(group, defaults[0])
+    restated = {key: value for key, value in option_values(group, option).items() if parent.get(key) == value}
+    assert not restated, f"conf/{group}/{option}.yaml restates {defaults[0]}.yaml: {restated}"
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in GLOBAL_PRESETS])
-def test_an_option_file_holds_only_what_it_changes(group, option):
-    values = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
-    defaults = dataclasses.asdict(Config())[group]
-    restated = {key: value for key, value in values.items() if defaults.get(key) == value}
-    assert not restated, f"conf/{group}/{option}.yaml restates schema defaults: {restated}"
+@pytest.mark.parametrize("option", sorted(option for group, option in GROUP_OPTIONS if group == "experiment"))
+def test_an_experiment_preset_is_a_whole_recipe_that_stays_put_when_defaults_move(option, tmp_path):
+    written = set(flat(option_values("experiment", option)))
+    assert RECIPE_KEYS <= written, f"experiment/{option}.yaml leaves {sorted(RECIPE_KEYS - written)} to the defaults"
+
+    moved = tmp_path / "conf"
+    shutil.copytree(CONF, moved)
+    for group, option_file, key, value in (("optim", "adam", "lr", "0.1"), ("data", "mnist", "batch_size", "32"),
+                                           ("train", "default", "r1_gamma", "7.0"), ("model", "base", "d_dropout", "0.4")):
+        path = moved / group / f"{option_file}.yaml"
+        path.write_text(re.sub(rf"^{key}: .*$", f"{key}: {value}", path.read_text(), flags=re.M))
+    with initialize_config_dir(config_dir=str(moved), version_base="1.3"):
+        after = compose(config_name="config", overrides=[f"experiment={option}"])
+    before = compose_config(f"experiment={option}")
+    for key in RECIPE_KEYS:
+        assert OmegaConf.select(after, key) == OmegaConf.select(before, key), key
 
 
-def test_presets_hold_only_what_they_change():
-    defaults = dataclasses.asdict(Config())
-    for group, option in GROUP_OPTIONS:
-        if group not in GLOBAL_PRESETS - {"sweep"}:
-            continue
-        values = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
-        for section, entries in values.items():
-            if section in ("defaults", "hydra") or not isinstance(entries, dict):
-                assert section in ("defaults", "hydra") or defaults[section] != entries, f"{group}/{option}: {section}"
-                continue
-            restated = {k: v for k, v in entries.items() if defaults[section].get(k) == v}
-            assert not restated, f"conf/{group}/{option}.yaml restates schema defaults under {section}: {restated}"
+def test_seed_replica_is_the_reference_recipe_and_differs_from_the_default_where_documented():
+    default, replica = config(), config("experiment=seed_replica")
+    assert replica.optim.betas == [0.9, 0.999] and replica.optim.lr == pytest.approx(2e-4)
+    assert (replica.train.d_updates, replica.train.label_smoothing, replica.train.r1_gamma) == ("separate", 0.0, 0.0)
+    assert (replica.model.d_dropout, replica.epochs, replica.data.batch_size) == (0.0, 50, 64)
+    assert (default.train.d_updates, default.train.label_smoothing, default.train.r1_gamma) == ("joint", 0.1, 4.0)
+    assert default.model == replica.model and default.data.batch_size == replica.data.batch_size
 
 
-def test_defaults_keep_the_reference_readmes_run_length_and_latent_size():
-    cfg = to_config(compose_config())
-    assert (cfg.epochs, cfg.model.latent_dim) == (50, 100)
-    # Twice the reference's batch of 64, with the learning rate scaled by about sqrt(2): see the README's ablations.
-    assert cfg.data.batch_size == 128
-    assert cfg.optim.generator_lr == cfg.optim.discriminator_lr == pytest.approx(3e-4)
-    assert cfg.device.name == "auto"
+def test_fast_is_the_batch_128_recipe():
+    fast = config("experiment=fast")
+    assert (fast.data.batch_size, fast.optim.lr, fast.train.r1_batch, fast.train.r1_gamma) == (128, pytest.approx(3e-4), 32, 2.0)
 
 
-def test_base_model_is_exactly_the_reference_architecture():
-    cfg = to_config(compose_config("model=base"))
-    g_layers = [(m.in_features, m.out_features) for m in build_generator(cfg.model).modules() if hasattr(m, "in_features")]
-    d_layers = [(m.in_features, m.out_features) for m in build_discriminator(cfg.model).modules() if hasattr(m, "in_features")]
-    assert g_layers == [(100, 256), (256, 512), (512, 1024), (1024, 784)]
-    assert d_layers == [(784, 1024), (1024, 512), (512, 256), (256, 1)]
-    g_acts = [type(m).__name__ for m in build_generator(cfg.model).net if not hasattr(m, "in_features")]
-    assert g_acts == ["ReLU", "ReLU", "ReLU", "Tanh"]
-    leaky = [m.negative_slope for m in build_discriminator(cfg.model).net if type(m).__name__ == "LeakyReLU"]
-    assert leaky == [0.2, 0.2, 0.2]
-
-
-def test_small_and_large_scale_the_widths():
-    base = to_config(compose_config("model=base")).model
+def test_small_large_and_conditional_extend_the_base_model():
+    base = config().model
     for option, factor in (("small", 0.5), ("large", 2)):
-        model = to_config(compose_config(f"model={option}")).model
+        model = config(f"model={option}").model
         assert model.g_hidden == [int(w * factor) for w in base.g_hidden]
         assert model.d_hidden == [int(w * factor) for w in base.d_hidden]
-
-
-def test_seed_replica_is_the_reference_recipe():
-    cfg = to_config(compose_config("experiment=seed_replica"))
-    assert cfg.optim.betas == [0.9, 0.999]
-    assert cfg.optim.lr == pytest.approx(2e-4) and cfg.optim.lr_g is None and cfg.optim.lr_d is None
-    assert (cfg.train.d_updates, cfg.train.label_smoothing, cfg.train.r1_gamma) == ("separate", 0.0, 0.0)
-    assert cfg.model.d_dropout == 0.0
-    assert (cfg.model.g_hidden, cfg.model.d_hidden) == ([256, 512, 1024], [1024, 512, 256])
-    assert (cfg.epochs, cfg.data.batch_size) == (50, 64)
-
-
-def test_batch64_restores_the_batch_settings_most_ablations_ran_with():
-    cfg = to_config(compose_config("experiment=batch64", "train.r1_gamma=0.3"))
-    assert (cfg.data.batch_size, cfg.optim.lr, cfg.train.r1_batch, cfg.train.r1_gamma) == (64, pytest.approx(2e-4), None, 0.3)
-    assert cfg.train == dataclasses.replace(to_config(compose_config()).train, r1_batch=None, r1_gamma=0.3)
+        assert dataclasses.replace(model, g_hidden=base.g_hidden, d_hidden=base.d_hidden) == base
+    assert config("model=conditional").model == dataclasses.replace(base, num_classes=10)
 
 
 def test_debug_preset_is_a_quick_cpu_run_and_yields_to_the_command_line():
-    cfg = to_config(compose_config("debug=default"))
+    cfg = config("debug=default")
     assert (cfg.device.name, cfg.epochs, cfg.data.subset, cfg.wandb.mode, cfg.eval.enabled) == ("cpu", 1, 1280, "disabled", False)
-    assert to_config(compose_config("debug=default", "device=auto", "epochs=3")).device.name == "auto"
+    assert config("debug=default", "device=auto", "epochs=3").device.name == "auto"
 
 
 def test_command_line_overrides_apply():
-    cfg = to_config(compose_config("optim.lr=0.0001", "epochs=100", "optim.lr_d=0.0004"))
+    cfg = config("optim.lr=0.0001", "epochs=100", "optim.lr_d=0.0004")
     assert cfg.epochs == 100
     assert cfg.optim.generator_lr == pytest.approx(1e-4)
     assert cfg.optim.discriminator_lr == pytest.approx(4e-4)
@@ -134,7 +168,17 @@ def test_data_root_follows_the_environment(monkeypatch):
     assert to_config(compose_config()).data.root == "./data"
 
 
-def test_unknown_key_fails_at_composition():
+@pytest.mark.parametrize(("override", "key", "known"), [
+    ("+optim.lrr=0.1", "optim.lrr", "lr, lr_g, lr_d, betas"),
+    ("+lr=0.1", "lr", "epochs, seed, resume"),
+    ("+train.r1=2", "train.r1", "d_updates, label_smoothing"),
+])
+def test_a_key_the_schema_does_not_know_fails_even_when_added_with_plus(override, key, known):
+    with pytest.raises(GanError, match=rf"^{re.escape(key)} is not a config key \(known there: {known}"):
+        to_config(compose_config(override))
+
+
+def test_an_unknown_key_without_plus_fails_at_composition():
     with pytest.raises(ConfigCompositionException, match="lrr"):
         compose_config("optim.lrr=0.1")
 
@@ -152,7 +196,7 @@ def test_unknown_group_option_names_the_choices():
 def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
-    (conf / "model" / "typo.yaml").write_text("g_hiden: [256, 512, 1024]\n")
+    (conf / "model" / "typo.yaml").write_text("defaults:\n  - base\n  - _self_\ng_hiden: [256, 512, 1024]\n")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises((ConfigCompositionException, ConfigKeyError), match="g_hiden"):
             compose(config_name="config", overrides=["model=typo"])
@@ -168,6 +212,7 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("epochs=-1", "epochs must be 0 or more"),
         ("optim.betas=[0.5]", "optim.betas must be two numbers"),
         ("model.d_dropout=1.5", "model.d_dropout"),
+        ("model.num_classes=-1", "model.num_classes must be 0"),
         ("train.precision=fp8", "train.precision must be one of fp32, tf32, bf16, fp16, got 'fp8'"),
         ("train.d_updates=thrice", "train.d_updates"),
         ("train.r1_gamma=-1", "train.r1_gamma must be 0 or more"),
@@ -181,7 +226,18 @@ def test_out_of_range_values_fail_with_one_sentence(override, message):
         to_config(compose_config(override))
 
 
-def test_default_recipe_and_seed_replica_differ_only_where_documented():
-    default, replica = to_config(compose_config()), to_config(compose_config("experiment=seed_replica"))
-    assert (default.train.label_smoothing, default.train.r1_gamma, default.train.d_updates, default.model.d_dropout) == (0.1, 2.0, "joint", 0.0)
-    assert (replica.train.label_smoothing, replica.train.r1_gamma, replica.train.d_updates, replica.model.d_dropout) == (0.0, 0.0, "separate", 0.0)
+def test_a_conditional_model_cannot_pack_images():
+    with pytest.raises(GanError, match="model.d_pack=2 judges several images as one"):
+        config("model=conditional", "model.d_pack=2")
+
+
+def test_requirements_txt_lists_the_packages_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    required = [line for line in lines if line]
+
+    def normalized(requirements: list[str]) -> set[str]:
+        return {re.sub(r"\s+", "", r.split(";")[0]).lower() for r in requirements}
+
+    assert normalized(required) == normalized(project)

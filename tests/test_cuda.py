@@ -10,15 +10,13 @@ import math
 import pytest
 import torch
 
-from gan.config import TrainConfig
 from gan.step import GanStep
-from helpers.runs import WEIGHTS, assert_same_tensors, assert_same_training_state, last_checkpoint, run_quick
+from helpers.runs import EVALUATED, WEIGHTS, assert_same_tensors, assert_same_training_state, config, last_checkpoint, run_quick
 from helpers.steps import make_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = torch.device("cuda")
-EVALUATED = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=128")
 
 
 @pytest.mark.parametrize("overrides", [
@@ -34,6 +32,7 @@ EVALUATED = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.fin
     ("train.nonfinite=skip",),  # reads the loss on the host: eager
     ("train.r1_every=3",),  # two graphs, with and without the penalty
     ("train.d_updates=separate", "model.d_mbstd_group=4"),  # R1 by autograd's double backward, inside the graph
+    ("model=conditional",),  # labels as a static input of the graph, fake labels drawn inside it
     EVALUATED,  # evaluation on the GPU
 ])
 def test_option_trains_on_cuda_with_finite_losses(tiny_mnist, tmp_path, overrides):
@@ -46,20 +45,21 @@ def test_option_trains_on_cuda_with_finite_losses(tiny_mnist, tmp_path, override
         assert (tmp_path / "eval.json").is_file()
 
 
-def make_cuda_step(**train_options) -> GanStep:
+def make_cuda_step(*overrides: str, **train_options) -> GanStep:
     """The default recipe's step (its R1 subset) on CUDA, with dropout in D so the graphs draw its masks too."""
-    return make_step(0.2, device=CUDA, **{"r1_batch": TrainConfig().r1_batch, **train_options})
+    return make_step("model.d_dropout=0.2", *overrides, device=CUDA, **{"r1_batch": config().train.r1_batch, **train_options})
 
 
-@pytest.mark.parametrize("r1_every", [1, 3])
-def test_graphed_step_computes_what_the_eager_step_does(r1_every):
+@pytest.mark.parametrize(("r1_every", "overrides"), [(1, ()), (3, ()), (1, ("model=conditional",))])
+def test_graphed_step_computes_what_the_eager_step_does(r1_every, overrides):
     batches = torch.rand(10, 64, 1, 28, 28, generator=torch.Generator().manual_seed(1)).to(CUDA) * 2 - 1
+    labels = (torch.arange(640, device=CUDA) % 10).view(10, 64)
     runs = {}
     for graphed in (False, True):
-        step = make_cuda_step(cuda_graph=graphed, r1_every=r1_every)
+        step = make_cuda_step(*overrides, cuda_graph=graphed, r1_every=r1_every)
         assert (step.graphed is not None) == graphed
         torch.manual_seed(2)
-        stats = torch.stack([step(batch, i) for i, batch in enumerate(batches)])
+        stats = torch.stack([step(batch, labels[i] if step.num_classes else None, i) for i, batch in enumerate(batches)])
         runs[graphed] = stats, step
     (eager_stats, eager), (graph_stats, graph) = runs[False], runs[True]
     assert len(graph.graphed.graphs) == (1 if r1_every == 1 else 2)  # steps 3.. replayed graphs
@@ -75,7 +75,7 @@ def test_tf32_is_the_steps_alone():
         return getattr(matmul, "fp32_precision", None) or matmul.allow_tf32
 
     step, before = make_cuda_step(precision="tf32"), setting()
-    step(torch.zeros(64, 1, 28, 28, device=CUDA), 0)
+    step(torch.zeros(64, 1, 28, 28, device=CUDA), None, 0)
     assert setting() == before  # evaluation and sampling keep fp32
 
 
@@ -86,7 +86,7 @@ def test_graphed_steps_advance_the_cuda_generator_as_eager_steps_do():
         torch.manual_seed(2)
         batch = torch.zeros(64, 1, 28, 28, device=CUDA)
         for i in range(6):
-            step(batch, i)
+            step(batch, None, i)
         states.append(torch.cuda.get_rng_state())
     assert torch.equal(*states)
 
@@ -98,6 +98,7 @@ def test_graphed_steps_advance_the_cuda_generator_as_eager_steps_do():
     ("train.precision=tf32",),
     ("train.cuda_graph=false",),
     ("train.precision=fp16",),
+    ("model=conditional",),
 ])
 def test_resume_on_cuda_continues_exactly(tiny_mnist, tmp_path, extra):
     common = ("device=cuda", *extra)

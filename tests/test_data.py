@@ -11,9 +11,7 @@ import torchvision.datasets.utils as download_utils
 from gan.data import CANONICAL, load_mnist, read_idx, to_unit_range
 from gan.errors import GanError
 from helpers.mnist_files import make_tiny_mnist, real_mnist_root
-from helpers.runs import run_quick
-
-NEEDS_REAL_MNIST = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
+from helpers.runs import NEEDS_REAL_MNIST, run_quick
 
 
 def test_reads_what_torchvision_reads(tmp_path):

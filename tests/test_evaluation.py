@@ -12,13 +12,13 @@ from torch import nn
 from gan.classifier import WEIGHTS, accuracy, load_classifier
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
-from gan.evaluator import METRICS, Evaluator
+from gan.evaluator import METRICS, Evaluator, format_scores
 from gan.history import read_metrics_csv
 from gan.metrics import class_statistics, precision_recall
 from helpers.mnist_files import make_tiny_mnist, real_mnist_root
-from helpers.runs import run_quick, run_script
+from helpers.runs import EVALUATED, NEEDS_REAL_MNIST, run_quick, run_script
 
-NEEDS_REAL_MNIST = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
+UNCONDITIONAL_METRICS = set(METRICS) - {"label_accuracy", "intra_fid"}
 
 
 def test_precision_recall_of_identical_and_disjoint_sets():
@@ -76,7 +76,7 @@ def real_evaluator() -> Evaluator:
 def test_identical_sets_score_fid_zero_and_full_recall(tiny_evaluator):
     evaluator = tiny_evaluator
     scores = evaluator.score(evaluator.real_images)
-    assert set(METRICS) <= scores.keys()
+    assert scores.keys() & set(METRICS) == UNCONDITIONAL_METRICS, "no label metrics without requested labels"
     assert abs(scores["fid"]) < 1e-6
     assert scores["precision"] == 1.0 and scores["recall"] == 1.0
 
@@ -159,13 +159,39 @@ def test_evaluator_accuracy_on_real_test_set():
     assert accuracy(load_classifier(), to_unit_range(test.images), test.labels) >= 0.99
 
 
+def test_label_metrics_compare_each_digit_with_its_own_test_images(tiny_evaluator):
+    evaluator = tiny_evaluator
+    images, labels = evaluator.real_images, evaluator.real_labels
+    scores = evaluator.score(images, labels=labels)
+    predicted = evaluator.features_and_logits(images)[1][:, :10].argmax(1)
+    assert scores["label_accuracy"] == pytest.approx((predicted == labels).double().mean().item())
+    for digit in range(10):
+        chosen = labels == digit
+        assert scores[f"label_accuracy_{digit}"] == pytest.approx((predicted[chosen] == digit).double().mean().item())
+        assert abs(scores[f"intra_fid_{digit}"]) < 1e-4, "a digit's own test images are at distance 0 (to rounding)"
+    assert abs(scores["intra_fid"]) < 1e-4
+    shuffled = evaluator.score(images, labels=labels.roll(1))
+    assert shuffled["intra_fid"] > 1.0, "the same images asked for as other digits are far from those digits' images"
+    assert "| label_accuracy |" in format_scores({"ema": scores}) and "| intra_fid_9 |" in format_scores({"ema": scores})
+
+
+@pytest.mark.slow
+def test_label_accuracy_of_the_real_test_set_is_the_classifiers_accuracy(real_evaluator):
+    evaluator = real_evaluator
+    truthful = evaluator.score(evaluator.real_images, labels=evaluator.real_labels)
+    assert truthful["label_accuracy"] >= 0.99 and min(truthful[f"label_accuracy_{d}"] for d in range(10)) >= 0.97
+    assert truthful["intra_fid"] < 1e-4
+    mislabelled = evaluator.score(evaluator.real_images, labels=(evaluator.real_labels + 1) % 10)
+    assert mislabelled["label_accuracy"] < 0.02 and mislabelled["intra_fid"] > 100
+
+
 def test_evaluation_during_training_writes_eval_json(tmp_path):
     root = make_tiny_mnist(tmp_path / "data", n_train=256, n_test=256)
-    final = run_quick(root, tmp_path / "run", "epochs=2", "eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=200")
+    final = run_quick(root, tmp_path / "run", "epochs=2", *EVALUATED[:3], "eval.final_n_samples=200")
     summary = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert (summary["epoch"], summary["n_samples"]) == (2, 200)
     for weights in ("ema", "raw"):
-        assert set(METRICS) <= summary[weights].keys()
+        assert summary[weights].keys() & set(METRICS) == UNCONDITIONAL_METRICS
         assert sum(summary[weights][f"class_{d}"] for d in range(10)) == pytest.approx(1.0)
     assert final["fid"] == pytest.approx(summary["ema"]["fid"])
     rows = read_metrics_csv(tmp_path / "run" / "metrics.csv")
@@ -180,3 +206,16 @@ def test_sample_py_prints_metrics(tmp_path):
                         "evaluate=true", f"data_root={root}", "device=cpu")
     assert result.returncode == 0, result.stderr
     assert "| fid |" in result.stdout and "| classes_over_5pct |" in result.stdout
+
+
+def test_a_conditional_run_is_scored_by_label_accuracy_and_intra_class_fid(tmp_path):
+    root = make_tiny_mnist(tmp_path / "data", n_train=256, n_test=256)
+    final = run_quick(root, tmp_path / "run", "epochs=1", "model=conditional", *EVALUATED)
+    summary = json.loads((tmp_path / "run" / "eval.json").read_text())
+    for weights in ("ema", "raw"):
+        assert summary[weights].keys() & set(METRICS) == set(METRICS)
+        assert 0 <= summary[weights]["label_accuracy"] <= 1
+        digits = [summary[weights][f"intra_fid_{d}"] for d in range(10)]
+        assert summary[weights]["intra_fid"] == pytest.approx(sum(digits) / 10)
+    assert final["label_accuracy"] == pytest.approx(summary["ema"]["label_accuracy"])
+    assert "label_accuracy" in read_metrics_csv(tmp_path / "run" / "metrics.csv")[-1]

@@ -5,11 +5,12 @@ No finished checkpoint is ever lost, and every interrupted run resumes to the we
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +19,20 @@ import torch
 import gan.checkpoint
 from gan.checkpoint import save_checkpoint
 from gan.errors import GanError
+from gan.run import train
 from gan.signals import TrainingInterrupted
-from gan.trainer import train
 from helpers.faults import nan_losses_from, signal_at_step
 from helpers.mnist_files import make_tiny_mnist
-from helpers.runs import QUICK_OVERRIDES, REPO, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
+from helpers.runs import (
+    QUICK_OVERRIDES,
+    assert_same_tensors,
+    assert_same_training_state,
+    last_checkpoint,
+    quick_config,
+    run_quick,
+    run_script,
+    start_script,
+)
 
 
 def wait_for(condition, timeout: float = 120.0) -> None:
@@ -76,9 +86,8 @@ def test_time_limit_warning_is_handed_to_the_scheduler_after_the_checkpoint(tiny
 def test_sigterm_to_a_training_process_then_resume_auto_is_exact(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", "epochs=2", *QUICK_OVERRIDES, "train.log_every=16", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "DATA_ROOT": str(data), "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["train.py", "epochs=2", *QUICK_OVERRIDES, "train.log_every=16", f"hydra.run.dir={run_dir}"]
+    process = start_script(*args, data_root=data)
     wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -86,7 +95,7 @@ def test_sigterm_to_a_training_process_then_resume_auto_is_exact(tmp_path):
     assert "error: stopped by SIGTERM" in stderr and "Traceback" not in stderr
     assert last_checkpoint(run_dir)["epoch"] >= 1
 
-    resumed = subprocess.run([*args, "resume=auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    resumed = run_script(*args, "resume=auto", data_root=data)
     assert resumed.returncode == 0, resumed.stderr
     run_quick(data, tmp_path / "straight", "epochs=2", "train.log_every=16")
     assert_same_training_state(last_checkpoint(tmp_path / "straight"), last_checkpoint(run_dir))
@@ -98,10 +107,8 @@ def test_preempted_cluster_job_is_requeued_and_resumes_exactly(tmp_path):
     is requeued by submitit (its local executor restarts a job that asks for it) and continues to the end."""
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     sweep_dir = tmp_path / "sweep"
-    args = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "epochs=2", *QUICK_OVERRIDES,
-            "train.log_every=16", "resume=auto", f"hydra.sweep.dir={sweep_dir}"]
-    env = {**os.environ, "DATA_ROOT": str(data), "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_script("train.py", "-m", "hydra/launcher=submitit_local", "epochs=2", *QUICK_OVERRIDES,
+                           "train.log_every=16", "resume=auto", f"hydra.sweep.dir={sweep_dir}", data_root=data)
     job_dir = sweep_dir / "0"
     wait_for(lambda: (job_dir / "checkpoints" / "last.pt").exists() and (job_dir / ".lock").read_text())
     holder = (job_dir / ".lock").read_text().split()
@@ -154,8 +161,7 @@ def test_keep_last_counts_epochs_by_number_past_epoch_999(tmp_path):
 def test_a_second_run_in_a_busy_directory_stops_at_once_and_a_stale_lock_is_taken_over(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                             env={**os.environ, "DATA_ROOT": str(data)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
     try:
         wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
         before = (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns
@@ -234,3 +240,159 @@ def test_failed_save_keeps_the_previous_checkpoint(tiny_mnist, tmp_path, monkeyp
         run_quick(tiny_mnist, tmp_path, "epochs=2", "resume=auto")
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
     assert not list((tmp_path / "checkpoints").glob(".*.tmp")), "no half-written file is left behind"
+
+
+# -- a launch never rewrites what is there -------------------------------------------------------
+def record_of(run_dir):
+    return {path.relative_to(run_dir / ".hydra"): path.read_bytes() for path in sorted((run_dir / ".hydra").rglob("*")) if path.is_file()}
+
+
+@pytest.mark.slow
+def test_a_refused_launch_leaves_a_finished_runs_record_and_status_as_they_were(tiny_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_script("train.py", *QUICK_OVERRIDES, "epochs=2", f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
+    assert first.returncode == 0, first.stderr
+    record, status = record_of(run_dir), (run_dir / "status.json").read_bytes()
+    assert b"lr: 0.0002" in record[Path("config.yaml")]
+
+    refused = run_script("train.py", *QUICK_OVERRIDES, "optim.lr=-1", f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
+    assert refused.returncode == 1 and "error: optim.lr must be positive" in refused.stderr
+    assert record_of(run_dir) == record and (run_dir / "status.json").read_bytes() == status
+    assert "optim.lr must be positive" in (run_dir / "train.log").read_text(), "the log says why the launch was refused"
+
+    extended = run_script("train.py", *QUICK_OVERRIDES, "epochs=3", "resume=auto", f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
+    assert extended.returncode == 0, extended.stderr
+    after = record_of(run_dir)
+    assert {k: v for k, v in after.items() if k.parts[0] != "launches"} == record, "the first launch's record stays"
+    assert b"epochs=3" in after[Path("launches/002/overrides.yaml")], "each later launch's record sits beside it"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_launch_into_a_directory_that_is_training_changes_nothing_there(tmp_path):
+    data = make_tiny_mnist(tmp_path / "data", n_train=8192)
+    run_dir = tmp_path / "run"
+    first = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+        record = record_of(run_dir)
+        second = run_script("train.py", "epochs=1", "optim.lr=0.1", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
+        assert second.returncode == 1 and "is in use by train.py pid" in second.stderr
+        assert record_of(run_dir) == record
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_a_failed_start_leaves_its_reason_in_a_new_run_directory(tiny_mnist, tmp_path):
+    result = run_script("train.py", *QUICK_OVERRIDES, "optim.lr=-1", f"hydra.run.dir={tmp_path / 'run'}", data_root=tiny_mnist)
+    assert result.returncode == 1 and result.stderr.strip() == "error: optim.lr must be positive, got -1.0."
+    assert "error: optim.lr must be positive, got -1.0." in (tmp_path / "run" / "train.log").read_text()
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert (status["status"], status["reason"]) == ("failed", "optim.lr must be positive, got -1.0.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["a-file/run", "a-file", "/proc/no-such-folder/run"])
+def test_an_unusable_run_directory_is_one_sentence(tiny_mnist, tmp_path, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    run_dir = where if where.startswith("/") else tmp_path / where
+    result = run_script("train.py", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=tiny_mnist)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot create the folder {run_dir}") and "hydra.run.dir=PATH" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- resume --------------------------------------------------------------------------------------
+def test_resume_auto_takes_the_newest_good_checkpoint_when_last_pt_is_damaged(tiny_mnist, tmp_path, caplog):
+    run_quick(tiny_mnist, tmp_path / "straight", "epochs=3", "checkpoint_every=1")
+    run_quick(tiny_mnist, tmp_path, "epochs=2", "checkpoint_every=1")
+    last = tmp_path / "checkpoints" / "last.pt"
+    damaged = last.read_bytes()[: last.stat().st_size // 2]
+    last.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING):
+        run_quick(tiny_mnist, tmp_path, "epochs=3", "checkpoint_every=1", "resume=auto")
+    assert f"{last} is damaged" in caplog.text and "epoch_002.pt, the newest readable checkpoint" in caplog.text
+    assert (tmp_path / "checkpoints" / "last.pt.damaged").read_bytes() == damaged, "the damaged file is kept, not written over"
+    assert_same_training_state(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path))
+
+
+def test_resuming_a_damaged_checkpoint_by_path_names_the_newest_good_one(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path, "epochs=2", "checkpoint_every=1")
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:5000])
+    good = tmp_path / "checkpoints" / "epoch_002.pt"
+    with pytest.raises(GanError) as error:
+        run_quick(tiny_mnist, tmp_path, "epochs=3", f"resume={last}")
+    assert str(error.value) == (f"{last} is truncated or corrupt and cannot be read; the newest readable checkpoint beside it "
+                                f"is {good}: resume from it with resume={good}."), "one sentence, no torch internals"
+
+
+def test_resuming_a_run_that_has_more_epochs_than_asked_says_so(tiny_mnist, tmp_path):
+    run_quick(tiny_mnist, tmp_path, "epochs=3")
+    with pytest.raises(GanError, match=r"already has 3 epochs, more than epochs=2; pass epochs=N with N > 3"):
+        run_quick(tiny_mnist, tmp_path, "epochs=2", "resume=auto")
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    assert run_quick(tiny_mnist, tmp_path, "epochs=3", "resume=auto")["epoch"] == 3, "a finished run asked for its own epochs: nothing to do"
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+# -- a second Ctrl-C -----------------------------------------------------------------------------
+def test_a_second_ctrl_c_during_the_checkpoint_write_ends_the_write_first(tiny_mnist, tmp_path, monkeypatch):
+    run_quick(tiny_mnist, tmp_path, "epochs=1")
+    real_save = torch.save
+    signal_at_step(monkeypatch, at_step=6, signum=signal.SIGINT)  # the first Ctrl-C: stop after step 6
+
+    def save_interrupted(state, file, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the stop's checkpoint is written
+        real_save(state, file, *args, **kwargs)
+
+    monkeypatch.setattr(gan.checkpoint.torch, "save", save_interrupted)
+    with pytest.raises(TrainingInterrupted, match="stopped at once by a second Ctrl-C at step 6") as stopped:
+        run_quick(tiny_mnist, tmp_path, "epochs=2", "resume=auto")
+    assert stopped.value.exit_code == 130
+    monkeypatch.undo()
+    assert last_checkpoint(tmp_path)["step"] == 6, "the write the second Ctrl-C landed in completed"
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_stop_a_training_process_at_once_with_one_line(tmp_path):
+    data = make_tiny_mnist(tmp_path / "data", n_train=8192)
+    run_dir = tmp_path / "run"
+    process = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
+    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert last_checkpoint(run_dir)["epoch"] >= 1
+
+
+# -- data in the wrong place ----------------------------------------------------------------------
+@pytest.mark.parametrize("too_deep", ["MNIST", "MNIST/raw"])
+def test_a_data_root_one_or_two_levels_too_deep_is_understood_and_nothing_is_created(tiny_mnist, tmp_path, too_deep):
+    files_before = sorted(p.relative_to(tiny_mnist) for p in tiny_mnist.rglob("*"))
+    final = run_quick(tiny_mnist / too_deep, tmp_path, "epochs=1")
+    assert final["step"] == 4
+    assert sorted(p.relative_to(tiny_mnist) for p in tiny_mnist.rglob("*")) == files_before, "nothing created in the user's data folder"
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as download_utils
+
+    from gan.data import load_mnist
+
+    def offline(url, download_root, **kwargs):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it downloads
+        raise OSError("no network")
+
+    monkeypatch.setattr(download_utils, "download_and_extract_archive", offline)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(GanError, match="MNIST was not found .*download failed"):
+        load_mnist(tmp_path / "data", download=True)
+    assert list((tmp_path / "data").iterdir()) == []

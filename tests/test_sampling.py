@@ -1,4 +1,4 @@
-"""Sampling API and checkpoint loading: outputs have the promised shapes; bad files get one clear sentence."""
+"""Sampling and checkpoint loading: the promised shapes, the digits asked for, nothing overwritten unasked, one sentence per bad file."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from PIL import Image
 from gan import generate_and_plot_samples, load_generator
 from gan.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from gan.errors import GanError
-from gan.models import Generator
-from gan.sampling import generate, grid_uint8, noise, save_samples
+from gan.models import MlpGenerator
+from gan.sampling import generate, grid_uint8, noise, sample_labels, save_samples
 from helpers.runs import run_quick
 
 
@@ -28,9 +28,23 @@ def checkpoint(tiny_mnist, tmp_path_factory):
 
 
 def test_generate_and_plot_samples_returns_a_figure_of_n_images():
-    figure = generate_and_plot_samples(Generator(100, [32]), n=16, seed=0)
+    figure = generate_and_plot_samples(MlpGenerator(100, [32]), n=16, seed=0)
     assert isinstance(figure, Figure)
     assert sum(len(axes.images) for axes in figure.axes) == 16
+
+
+def test_a_conditional_generator_draws_the_digit_it_is_asked_for_in_a_notebook():
+    torch.manual_seed(0)
+    generator = MlpGenerator(100, [32], num_classes=10)
+    threes = generate_and_plot_samples(generator, n=4, seed=0, digit=3)
+    drawn = [axes.images[0].get_array() for axes in threes.axes if axes.images]
+    expected = generate(generator, noise(4, 100, seed=0), torch.full((4,), 3))
+    assert all(np.allclose(image, sample[0].numpy()) for image, sample in zip(drawn, expected))
+    assert torch.equal(sample_labels(generator, 12), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])), "every digit in equal shares"
+    with pytest.raises(GanError, match=r"digit=12 is not a class of this generator; pick one of 0\.\.9"):
+        generate_and_plot_samples(generator, digit=12)
+    with pytest.raises(GanError, match="this generator is unconditional"):
+        generate_and_plot_samples(MlpGenerator(100, [32]), digit=3)
 
 
 def test_load_generator_picks_ema_or_raw_weights(checkpoint):
@@ -43,10 +57,13 @@ def test_load_generator_picks_ema_or_raw_weights(checkpoint):
     assert torch.equal(a, generate(load_generator(checkpoint), z)), "same seed, same samples"
 
 
-def test_grid_is_uint8_with_real_pixels():
-    grid = grid_uint8(torch.linspace(-1, 1, 4 * 784).view(4, 1, 28, 28))
-    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
-    assert grid.max() == 255 and grid.float().mean() > 50
+def test_grid_is_uint8_with_the_images_own_pixels():
+    images = torch.linspace(-1, 1, 4 * 784).view(4, 1, 28, 28)
+    grid = grid_uint8(images)
+    assert grid.dtype == torch.uint8 and grid.shape == (3, 2 * 30 + 2, 2 * 30 + 2)
+    expected = ((images[3, 0] + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # torchvision's rounding
+    assert torch.equal(grid[0, 32:60, 32:60], expected), "the fourth image, second row, second column"
+    assert grid[0, 59, 59] == 255 and grid[0, 2, 2] == 0
 
 
 def test_grid_tiles_images_in_rows_on_black_padding():
@@ -74,6 +91,21 @@ def test_save_samples_by_extension(tmp_path, suffix):
 def test_save_samples_refuses_unknown_extension(tmp_path):
     with pytest.raises(GanError, match=r"\.png \(grid\), \.pt or \.npy"):
         save_samples(torch.zeros(1, 1, 28, 28), tmp_path / "out.jpg")
+
+
+def test_save_samples_replaces_a_file_only_when_asked_and_a_checkpoint_never(checkpoint, tmp_path):
+    images = torch.zeros(2, 1, 28, 28)
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"mine")
+    with pytest.raises(GanError, match="exists; name another file, or add overwrite=true"):
+        save_samples(images, mine)
+    assert mine.read_bytes() == b"mine"
+    save_samples(images, mine, overwrite=True)
+    assert torch.equal(torch.load(mine), images)
+    kept = checkpoint.read_bytes()
+    with pytest.raises(GanError, match="is a checkpoint, which sample.py never writes over"):
+        save_samples(images, checkpoint, overwrite=True)
+    assert checkpoint.read_bytes() == kept
 
 
 class ExecutesCode:

@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gan.checkpoint import load_checkpoint
+from gan.config import model_config
 from gan.history import read_metrics_csv
+from gan.models import build_generator
 from gan.report import write_summary
+from gan.run import train
+from gan.sampling import generate, grid_uint8
 from gan.signals import TrainingInterrupted
 from gan.tracking import resolve_mode
-from gan.trainer import train
 from helpers.faults import signal_at_step
-from helpers.runs import finished_run, quick_config, run_script
+from helpers.runs import EVALUATED, finished_run, quick_config, run_script
 from helpers.wandb_records import FULL, read_run, unwrap
 
 # A generous start-up wait: on a loaded 2-core machine the offline W&B service can take longer than the
@@ -72,10 +76,11 @@ def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):
     logged_grid = np.asarray(Image.open(path.parent / "files" / grids[-1]["samples/path"]).convert("RGB"))
     saved_grid = np.asarray(Image.open(tmp_path / "samples" / "epoch_002.png").convert("RGB"))
     assert np.array_equal(logged_grid, saved_grid), "W&B shows exactly the grid written to samples/"
-    assert logged_grid.mean() > 20 and logged_grid.std() > 10, "the grid has real, non-black pixels"
-
-
-EVALUATED = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=128")
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    generator_ema = build_generator(model_config(ckpt["config"]["model"]))
+    generator_ema.load_state_dict(ckpt["generator_ema"])
+    drawn = grid_uint8(generate(generator_ema, ckpt["fixed_noise"])).permute(1, 2, 0).numpy()
+    assert np.array_equal(logged_grid, drawn), "the grid is G-EMA's samples of the fixed noise, pixel for pixel (not cast to black)"
 
 
 def test_run_records_what_a_reviewer_compares(tiny_mnist, tmp_path, caplog):
@@ -152,25 +157,26 @@ def netrc_with(tmp_path: Path, host: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("mode", "env", "netrc_host", "expected"), [
-    ("auto", {}, None, "offline"),
-    ("auto", {"WANDB_API_KEY": "key"}, None, "online"),
-    ("auto", {}, "api.wandb.ai", "online"),
-    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "api.wandb.ai", "offline"),  # an entry for another host
-    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "wandb.example.org", "online"),
-    ("auto", {"WANDB_MODE": "offline", "WANDB_API_KEY": "key"}, "api.wandb.ai", "offline"),  # the user's WANDB_MODE wins
-    ("auto", {"WANDB_MODE": "disabled"}, None, "disabled"),
-    ("auto", {"WANDB_MODE": "online"}, None, "online"),
-    ("online", {}, None, "offline"),  # never a login prompt
-    ("online", {}, "api.wandb.ai", "online"),
-    ("offline", {"WANDB_API_KEY": "key"}, None, "offline"),
-    ("disabled", {"WANDB_API_KEY": "key"}, None, "disabled"),
+NO_CREDENTIALS = "no W&B credentials (WANDB_API_KEY or `wandb login`)"
+
+
+@pytest.mark.parametrize(("mode", "env", "netrc_host", "expected", "reason"), [
+    ("auto", {}, None, "offline", NO_CREDENTIALS),
+    ("auto", {"WANDB_API_KEY": "key"}, None, "online", "WANDB_API_KEY is set"),
+    ("auto", {}, "api.wandb.ai", "online", "`wandb login` credentials were found"),
+    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "api.wandb.ai", "offline", NO_CREDENTIALS),  # an entry for another host
+    ("auto", {"WANDB_BASE_URL": "https://wandb.example.org"}, "wandb.example.org", "online", "`wandb login` credentials were found"),
+    ("auto", {"WANDB_MODE": "offline", "WANDB_API_KEY": "key"}, "api.wandb.ai", "offline", "WANDB_MODE=offline"),  # the user's wins
+    ("auto", {"WANDB_MODE": "disabled"}, None, "disabled", "WANDB_MODE=disabled"),
+    ("auto", {"WANDB_MODE": "online"}, None, "online", "WANDB_MODE=online"),
+    ("online", {}, None, "offline", f"wandb.mode=online but {NO_CREDENTIALS}"),  # never a login prompt
+    ("online", {}, "api.wandb.ai", "online", "wandb.mode=online"),
+    ("offline", {"WANDB_API_KEY": "key"}, None, "offline", "wandb.mode=offline"),
+    ("disabled", {"WANDB_API_KEY": "key"}, None, "disabled", "wandb.mode=disabled"),
 ])
-def test_mode_decision(tmp_path, mode, env, netrc_host, expected):
+def test_mode_decision(tmp_path, mode, env, netrc_host, expected, reason):
     environ = {"HOME": str(tmp_path), "NETRC": netrc_with(tmp_path, netrc_host) if netrc_host else str(tmp_path / "none"), **env}
-    resolved, reason = resolve_mode(mode, environ)
-    assert resolved == expected
-    assert reason
+    assert resolve_mode(mode, environ) == (expected, reason)
 
 
 @pytest.mark.slow
@@ -233,3 +239,17 @@ def test_failing_tracker_never_fails_training(tiny_mnist, tmp_path, monkeypatch,
         final = train_tracked(tiny_mnist, tmp_path, "epochs=2")
     assert final["epoch"] == 2
     assert "tracking is off for the rest of this run" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_conditional_run_records_its_label_accuracy_and_the_digits_asked_for(tiny_mnist, tmp_path):
+    train_tracked(tiny_mnist, tmp_path, "epochs=1", "model=conditional", *EVALUATED)
+    [path] = wandb_files(tmp_path)
+    run = read_run(path)
+    final = json.loads((tmp_path / "eval.json").read_text())["ema"]
+    assert run.summary["final/label_accuracy"] == pytest.approx(final["label_accuracy"])
+    assert run.summary["final/intra_fid"] == pytest.approx(final["intra_fid"])
+    [table_row] = [row for row in run.history if "samples_table/path" in row]
+    table = json.loads((path.parent / "files" / table_row["samples_table/path"]).read_text())
+    assert table["columns"] == ["generator", "image", "requested", "digit", "confidence"]
+    assert [row[2] for row in table["data"][:12]] == [str(d % 10) for d in range(12)], "every digit asked for in turn"

@@ -1,4 +1,4 @@
-"""Check that the metrics rank known sample sets correctly, and print the README's calibration table.
+"""Check that the metrics rank known sample sets correctly, and print the calibration table of docs/evaluation.md.
 
     python tools/calibrate_metrics.py --data-root ../shared/data [--n 10000]
 

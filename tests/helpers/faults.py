@@ -14,8 +14,8 @@ def signal_at_step(monkeypatch: pytest.MonkeyPatch, at_step: int, signum: int = 
     """Deliver a real ``signum`` to this process right after global step ``at_step`` is taken."""
     real_call = GanStep.__call__
 
-    def signalling_call(self: GanStep, real, step: int):
-        stats = real_call(self, real, step)
+    def signalling_call(self: GanStep, real, labels, step: int):
+        stats = real_call(self, real, labels, step)
         if step + 1 == at_step:
             os.kill(os.getpid(), signum)
         return stats

@@ -1,7 +1,8 @@
-"""Configs composed the way train.py composes them, quick training runs, and checkpoint comparisons."""
+"""Configs composed the way train.py composes them, quick training runs, scripts run as a user runs them, and checkpoint comparisons."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -10,42 +11,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from gan.checkpoint import load_checkpoint
-from gan.config import Config, to_config
-from gan.trainer import train
+from gan.config import CONF_DIR, Config, compose
+from gan.run import train
+from helpers.mnist_files import real_mnist_root
 
 REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf"
+CONF = CONF_DIR
 WEIGHTS = ("generator", "discriminator", "generator_ema")
 TRAINING_STATE = (*WEIGHTS, "opt_g", "opt_d", "scaler_g", "scaler_d", "rng")
-
-
-def compose_config(*overrides: str, config_name: str = "config", hydra: bool = False):
-    """The composed (not yet validated) config, from conf/ with these command-line overrides."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
-
-
-@functools.cache
-def _composed_quick_config(*overrides: str):
-    return compose_config(*overrides)  # composing takes ~0.4 s; to_config below builds fresh objects every time
-
+NEEDS_REAL_MNIST = pytest.mark.skipif(real_mnist_root() is None, reason="needs the real MNIST files (DATA_ROOT)")
 
 # The debug preset (CPU, no W&B, no evaluation) on all of a test's data, at batch 64: the tiny data sets
 # of these tests (256 images) then give 4 steps an epoch. train.py subprocesses of the tests pass the same.
 QUICK_OVERRIDES = ("debug=default", "data.subset=null", "data.batch_size=64")
+# Evaluation after every epoch, on few samples: the evaluator's path, quickly.
+EVALUATED = ("eval.enabled=true", "eval.every=1", "eval.n_samples=64", "eval.final_n_samples=128")
+
+
+def compose_config(*overrides: str, config_name: str = "config", hydra: bool = False):
+    """The composed, not yet validated config (with Hydra's own node when ``hydra``), for tests of composition itself."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+@functools.cache
+def _composed(*overrides: str) -> Config:
+    return compose(*overrides)  # composing takes ~0.4 s; callers get a copy they may change
+
+
+def config(*overrides: str) -> Config:
+    """The validated config of ``python train.py OVERRIDES``."""
+    return copy.deepcopy(_composed(*overrides))
 
 
 def quick_config(data_root: Path, *overrides: str) -> Config:
     """A validated config of QUICK_OVERRIDES on the given data root."""
-    return to_config(_composed_quick_config(*QUICK_OVERRIDES, f"data.root={data_root}", *overrides))
+    return config(*QUICK_OVERRIDES, f"data.root={data_root}", *overrides)
 
 
-def run_quick(data_root: Path, run_dir: Path, *overrides: str, **names: str) -> dict[str, float]:
+def run_quick(data_root: Path, run_dir: Path, *overrides: str, **names: Any) -> dict[str, float]:
     return train(quick_config(data_root, *overrides), run_dir, **names)
 
 
@@ -53,29 +64,46 @@ def last_checkpoint(run_dir: Path) -> dict[str, Any]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")
 
 
-def run_script(*args: str, data_root: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run one of the repo's scripts (train.py, sample.py, report.py, ...) as a user would."""
+def script_env(data_root: Path | None = None) -> dict[str, str]:
+    """The environment a test starts the repo's scripts in (the W&B sandbox of conftest.py included)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if data_root is not None:
         env["DATA_ROOT"] = str(data_root)
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
 
 
-def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recall: float = 0.0,
-                 shares: list[float] | None = None, wandb: dict[str, Any] | None = None) -> None:
-    """A run directory as train.py leaves it, holding only what report.py reads: the overrides, the
-    composed config, and (when given) the final evaluation and the tracker's wandb.json."""
+def script_command(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def run_script(*args: str, data_root: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run one of the repo's scripts (train.py, sample.py, report.py, ...) to its end, as a user would."""
+    return subprocess.run(script_command(*args), cwd=REPO, env=script_env(data_root), capture_output=True, text=True, timeout=timeout)
+
+
+def start_script(*args: str, data_root: Path | None = None) -> subprocess.Popen:
+    """Start one of the repo's scripts and return at once (for signals and concurrent runs)."""
+    return subprocess.Popen(script_command(*args), cwd=REPO, env=script_env(data_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recall: float = 0.0, shares: list[float] | None = None,
+                 wandb: dict[str, Any] | None = None, status: str | None = "finished", epoch: int = 50) -> None:
+    """A run directory as train.py leaves it, holding only what report.py reads: the overrides, the composed
+    config, its status, and (when given) the final evaluation and the tracker's wandb.json."""
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
-    exclude_keys = OmegaConf.load(REPO / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys
+    exclude_keys = OmegaConf.load(CONF / "config.yaml").hydra.job.config.override_dirname.exclude_keys
     OmegaConf.save(OmegaConf.create({"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}),
                    run_dir / ".hydra" / "hydra.yaml")
-    OmegaConf.save(compose_config(*overrides), run_dir / ".hydra" / "config.yaml")
+    composed = compose_config(*overrides)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    if status is not None:
+        (run_dir / "status.json").write_text(json.dumps({"status": status, "epoch": epoch, "epochs": composed.epochs, "reason": None}))
     if fid is not None:
         shares = shares or [0.1] * 10
         scores = {"fid": fid, "recall": recall, "precision": 0.75, "classes_over_5pct": sum(s >= 0.05 for s in shares),
                   **{f"class_{digit}": share for digit, share in enumerate(shares)}}
-        (run_dir / "eval.json").write_text(json.dumps({"epoch": 50, "ema": scores, "raw": scores}))
+        (run_dir / "eval.json").write_text(json.dumps({"epoch": epoch, "ema": scores, "raw": scores}))
     if wandb is not None:
         (run_dir / "wandb.json").write_text(json.dumps(wandb))
 

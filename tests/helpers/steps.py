@@ -1,4 +1,4 @@
-"""GanSteps built directly from config objects, for tests of the step itself (CPU or CUDA)."""
+"""GanSteps of composed configs, for tests of the step itself (CPU or CUDA)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,24 @@ import copy
 
 import torch
 
-from gan.config import ModelConfig, OptimConfig, TrainConfig
 from gan.models import build_discriminator, build_generator
 from gan.step import GanStep
+from helpers.runs import config
 
 CPU = torch.device("cpu")
 
 
-def make_step(dropout: float = 0.0, model_options: dict | None = None, device: torch.device = CPU, **train_options) -> GanStep:
-    """A step at batch 64 on freshly seeded models; R1 on the whole batch unless ``r1_batch`` is given."""
+def override(key: str, value: object) -> str:
+    """``key=value`` as the command line writes it (None as null, lists in brackets)."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")
+    return f"{key}={text}"
+
+
+def make_step(*overrides: str, device: torch.device = CPU, **train_options: object) -> GanStep:
+    """The step of ``python train.py data.batch_size=64 train.r1_batch=null OVERRIDES`` on freshly seeded models
+    (R1 on the whole batch unless ``r1_batch`` is given); ``train_options`` are train.* values."""
+    train = [override(f"train.{key}", value) for key, value in {"r1_batch": None, **train_options}.items()]
+    cfg = config("data.batch_size=64", *train, *overrides)
     torch.manual_seed(0)
-    model = ModelConfig(d_dropout=dropout, **(model_options or {}))
-    generator, discriminator = build_generator(model).to(device), build_discriminator(model).to(device)
-    train = TrainConfig(**{"r1_batch": None, **train_options})
-    return GanStep(generator, discriminator, copy.deepcopy(generator), OptimConfig(), train, 64, device)
+    generator, discriminator = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
+    return GanStep(generator, discriminator, copy.deepcopy(generator), cfg.optim, cfg.train, 64, device)
