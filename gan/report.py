@@ -73,10 +73,15 @@ def _run_values(job_dir: Path, hydra: Any, keys: list[str], overrides: list[str]
     return values
 
 
+# `+sweep=seeds` sets only the sweeper's values, so seed 3 launched alone later is the same setting as the sweep's seeds.
+LAUNCH_ONLY_KEYS = {"sweep"}
+
+
 def _ignored_keys(hydra: Any) -> set[str]:
-    """Keys that change no result (resume, data.root, wandb.*, ...): the run's own exclude list for its W&B name."""
+    """Keys that change no result: the run's own exclude list for its W&B name (resume, data.root, wandb.*, ...)
+    and the launch-only presets."""
     keys = OmegaConf.select(hydra, "hydra.job.config.override_dirname.exclude_keys", default=None) if hydra is not None else None
-    return {str(k) for k in keys} if keys is not None else set()
+    return LAUNCH_ONLY_KEYS | ({str(k) for k in keys} if keys is not None else set())
 
 
 def _parse_value(text: str) -> Any:

@@ -91,6 +91,15 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
         assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1", "mbstd-s3"]
 
 
+def test_a_seed_launched_alone_joins_the_seeds_of_its_sweep(tmp_path):
+    finished_run(tmp_path / "seeds" / "0", "seed=0", "+sweep=seeds", fid=8.0)
+    finished_run(tmp_path / "seeds" / "1", "seed=1", "+sweep=seeds", fid=9.0)
+    finished_run(tmp_path / "seed-2", "seed=2", fid=10.0)  # the third seed, run on its own later
+    table = write_summary([tmp_path / "seeds", tmp_path / "seed-2"], out=tmp_path)
+    assert table.splitlines()[0].startswith("| job | status | seed | fid |"), "+sweep is a launch preset, not a setting"
+    assert "| 0,1,2 | 9 ± 1 |" in table
+
+
 def test_report_ranks_and_averages_finished_jobs_only_and_says_how_the_others_ended(tmp_path):
     finished_run(tmp_path / "0", "seed=0", fid=9.0)
     finished_run(tmp_path / "1", "seed=1", fid=5.0, status="stopped", epoch=20)  # better so far, but not done
