@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,18 @@ def wait_for(condition, timeout: float = 120.0) -> None:
     while not condition():
         assert time.time() < deadline, "timed out waiting for the training process"
         time.sleep(0.05)
+
+
+@contextmanager
+def training_in(run_dir: Path, data: Path) -> Iterator[Any]:
+    """A long train.py run in run_dir that has written its first last.pt; killed (SIGKILL, its lock left behind) on exit."""
+    process = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
@@ -161,16 +175,12 @@ def test_keep_last_counts_epochs_by_number_past_epoch_999(tmp_path):
 def test_a_second_run_in_a_busy_directory_stops_at_once_and_a_stale_lock_is_taken_over(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    first = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
-    try:
-        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+    with training_in(run_dir, data) as first:
         before = (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns
         with pytest.raises(GanError, match=rf"run directory {run_dir} is in use by train\.py pid {first.pid} on .*hydra\.run\.dir"):
             run_quick(data, run_dir, "epochs=1")
         assert first.poll() is None, "the first run goes on"
-    finally:
-        first.kill()  # SIGKILL: no clean-up, the lock file still names the dead process
-        first.wait()
+    # killed without clean-up: the lock file still names the dead process
     assert f"pid {first.pid}" in (run_dir / ".lock").read_text()
     run_quick(data, run_dir, "epochs=1", "data.subset=640")
     assert (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns > before
@@ -272,16 +282,11 @@ def test_a_refused_launch_leaves_a_finished_runs_record_and_status_as_they_were(
 def test_a_launch_into_a_directory_that_is_training_changes_nothing_there(tmp_path):
     data = make_tiny_mnist(tmp_path / "data", n_train=8192)
     run_dir = tmp_path / "run"
-    first = start_script("train.py", "epochs=50", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
-    try:
-        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+    with training_in(run_dir, data):
         record = record_of(run_dir)
         second = run_script("train.py", "epochs=1", "optim.lr=0.1", *QUICK_OVERRIDES, f"hydra.run.dir={run_dir}", data_root=data)
         assert second.returncode == 1 and "is in use by train.py pid" in second.stderr
         assert record_of(run_dir) == record
-    finally:
-        first.kill()
-        first.wait()
 
 
 @pytest.mark.slow
