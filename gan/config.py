@@ -28,7 +28,7 @@ from gan.errors import GanError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -132,7 +132,7 @@ class TrainConfig:
     r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     r1_every: int = MISSING  # lazy R1: the penalty every N steps, weighted by N
     r1_batch: int | None = MISSING  # real images the penalty is estimated on: the batch's first N (null: all)
-    precision: str = MISSING  # fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast)
+    precision: str = MISSING  # auto (bf16 on a CPU with bf16 matmuls, else fp32) | fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast)
     compile: bool = MISSING  # torch.compile G and D
     compile_mode: str = MISSING
     cuda_graph: bool = MISSING  # on CUDA: capture the whole step once and replay it

@@ -59,7 +59,9 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
                 raise
             write_status(run_dir, RunState("running", trainer.epoch, cfg.epochs))
             sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
-            tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **(swept or {})}, run_name, run_group,
+            # "resolved": what device=auto and train.precision=auto came to on this machine, to compare runs by.
+            resolved = {"resolved": {"device": trainer.device.type, "precision": trainer.gan_step.precision}}
+            tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **resolved, **(swept or {})}, run_name, run_group,
                                   resume_id=trainer.tracker_run_id, job_type="sweep" if run_group else "train", tags=sweep_tags)
             exit_code, state = 1, RunState("failed", trainer.epoch, cfg.epochs, "an unexpected error (see train.log)")
             try:

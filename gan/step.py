@@ -23,6 +23,7 @@ from torch import nn
 
 from gan.config import OptimConfig, TrainConfig
 from gan.cuda_graph import GraphedStep
+from gan.device import resolve_precision
 from gan.models import Discriminator, Generator
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -92,18 +93,19 @@ class GanStep:
         # gamma/2 * E||grad_x D(x)||^2 on real images keeps D smooth where the data is (Mescheder et al.,
         # 2018); lazy R1 weighs it by its interval so the strength is unchanged.
         self.r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
-        fp16 = cfg.precision == "fp16"
+        self.precision = resolve_precision(cfg.precision, device)  # auto: bf16 on a CPU with bf16 matmuls, else fp32
+        fp16 = self.precision == "fp16"
         # The whole step as CUDA graphs (gan/cuda_graph.py). Not under fp16, whose grad scalers read the
         # gradients' inf checks on the host, nor under nonfinite=skip, which reads the loss on the host.
         graphed = device.type == "cuda" and cfg.cuda_graph and not fp16 and cfg.nonfinite == "stop"
         self.opt_g, self.opt_d = make_optimizers(generator, discriminator, optim, device, capturable=graphed)
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
-        dtype = AMP_DTYPES.get(cfg.precision)
+        dtype = AMP_DTYPES.get(self.precision)
         self.autocast: Callable[[], AbstractContextManager[Any]] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
         # tf32: only the step's matmuls (evaluation keeps fp32); on the CPU it is fp32.
-        self.matmul_precision = tf32_matmuls if cfg.precision == "tf32" and device.type == "cuda" else contextlib.nullcontext
+        self.matmul_precision = tf32_matmuls if self.precision == "tf32" and device.type == "cuda" else contextlib.nullcontext
 
         # reduce-overhead and max-autotune capture CUDA graphs of their own: not on the CPU, where there
         # are none, nor inside the whole-step graph.

@@ -98,8 +98,8 @@ class Trainer:
         """Train until ``cfg.epochs``, reporting to ``tracker``; returns the last epoch's record."""
         self.tracker = tracker or NoTracker()
         self.tracker_run_id = self.tracker.run_id or self.tracker_run_id
-        log.info("training on %s: %d images, %d steps per epoch, epochs %d..%d",
-                 self.device, len(self.images), self.steps_per_epoch, self.epoch + 1, self.cfg.epochs)
+        log.info("training on %s in %s: %d images, %d steps per epoch, epochs %d..%d", self.device, self.gan_step.precision,
+                 len(self.images), self.steps_per_epoch, self.epoch + 1, self.cfg.epochs)
         with self.stop_requests.installed():
             while self.epoch < self.cfg.epochs:
                 # 1. The epoch's steps (continuing mid-epoch after a resume).

@@ -213,7 +213,7 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("optim.betas=[0.5]", "optim.betas must be two numbers"),
         ("model.d_dropout=1.5", "model.d_dropout"),
         ("model.num_classes=-1", "model.num_classes must be 0"),
-        ("train.precision=fp8", "train.precision must be one of fp32, tf32, bf16, fp16, got 'fp8'"),
+        ("train.precision=fp8", "train.precision must be one of auto, fp32, tf32, bf16, fp16, got 'fp8'"),
         ("train.d_updates=thrice", "train.d_updates"),
         ("train.r1_gamma=-1", "train.r1_gamma must be 0 or more"),
         ("train.r1_every=0", "train.r1_every must be positive"),

@@ -20,9 +20,11 @@ def override(key: str, value: object) -> str:
 
 
 def make_step(*overrides: str, device: torch.device = CPU, **train_options: object) -> GanStep:
-    """The step of ``python train.py data.batch_size=64 train.r1_batch=null OVERRIDES`` on freshly seeded models
-    (R1 on the whole batch unless ``r1_batch`` is given); ``train_options`` are train.* values."""
-    train = [override(f"train.{key}", value) for key, value in {"r1_batch": None, **train_options}.items()]
+    """The step of ``python train.py data.batch_size=64 train.r1_batch=null train.precision=fp32 OVERRIDES`` on
+    freshly seeded models (R1 on the whole batch and fp32, whatever this machine's ``auto`` precision is,
+    unless ``r1_batch`` or ``precision`` is given); ``train_options`` are train.* values."""
+    defaults = {"r1_batch": None, "precision": "fp32"}
+    train = [override(f"train.{key}", value) for key, value in {**defaults, **train_options}.items()]
     cfg = config("data.batch_size=64", *train, *overrides)
     torch.manual_seed(0)
     generator, discriminator = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
