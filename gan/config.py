@@ -132,7 +132,8 @@ class TrainConfig:
     r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
     r1_every: int = MISSING  # lazy R1: the penalty every N steps, weighted by N
     r1_batch: int | None = MISSING  # real images the penalty is estimated on: the batch's first N (null: all)
-    precision: str = MISSING  # auto (bf16 on a CPU with bf16 matmuls, else fp32) | fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16 (autocast)
+    # auto (bf16 on a CPU with bf16 matmuls, else fp32) | fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16
+    precision: str = MISSING
     compile: bool = MISSING  # torch.compile G and D
     compile_mode: str = MISSING
     cuda_graph: bool = MISSING  # on CUDA: capture the whole step once and replay it

@@ -31,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX); others convert them to fp32 to multiply."""
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower than fp32."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and check() for check in checks)
 
@@ -39,9 +39,9 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> str:
     """Map ``train.precision=auto`` to what the step runs in on ``device``; any other choice is kept as asked.
 
-    auto is bf16 on a CPU with native bf16 matmuls, where they make the step about 1.5x faster
-    (docs/speed.md), and fp32 everywhere else: on a GPU these small models wait on kernel launches rather
-    than arithmetic (docs/gpu.md), and a CPU without them has no bf16 arithmetic to gain from.
+    auto is bf16 on a CPU with native bf16 matmuls, where they make the step about 1.5x faster, and fp32
+    everywhere else: on a CPU without them bf16 is emulated and 1.5x (AVX-512) to 15x (AVX2) slower than
+    fp32 (docs/speed.md), and on a GPU these small models wait on kernel launches, not arithmetic (docs/gpu.md).
     """
     if name != "auto":
         return name

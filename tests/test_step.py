@@ -11,6 +11,8 @@ import math
 import pytest
 import torch
 
+import gan.device
+from gan.device import cpu_has_native_bf16, resolve_precision
 from gan.errors import GanError
 from gan.models import build_generator
 from gan.step import ema_weight, update_ema
@@ -45,6 +47,30 @@ def test_option_stays_close_to_fp32(options, tolerance, min_cosine):
     # The weights moved (no skipped steps) and in the direction fp32 moved them.
     assert update.norm() > 0.5 * reference_update.norm()
     assert torch.nn.functional.cosine_similarity(update.flatten(), reference_update.flatten(), dim=0) > min_cosine
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(monkeypatch, native):
+    monkeypatch.setattr(gan.device, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    for accelerator in ("cuda", "mps"):  # kernel launches, not arithmetic, bound these small models there
+        assert resolve_precision("auto", torch.device(accelerator)) == "fp32"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32" and resolve_precision("bf16", torch.device("cuda")) == "bf16"
+    step = make_step(precision="auto")
+    assert step.precision == ("bf16" if native else "fp32")
+    with step.autocast():  # the step's matmuls run in what auto came to
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_native_bf16_is_read_from_the_cpu_probes_and_absent_probes_mean_none(monkeypatch):
+    for avx512_bf16, amx in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda value=avx512_bf16: value, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda value=amx: value, raising=False)
+        assert cpu_has_native_bf16() == (avx512_bf16 or amx)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert not cpu_has_native_bf16()  # a torch without the probes: fp32, never a guess
 
 
 def test_ema_follows_its_warm_up_ramp_with_a_float_or_a_device_scalar_weight():

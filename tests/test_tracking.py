@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
 from gan.config import model_config
+from gan.device import resolve_precision
 from gan.history import read_metrics_csv
 from gan.models import build_generator
 from gan.report import write_summary
@@ -64,6 +66,8 @@ def test_run_logs_config_scalars_grid_and_names(tiny_mnist, tmp_path):
     assert unwrap(run.config["optim"])["lr"] == pytest.approx(0.0003)
     assert unwrap(run.config["model"])["g_hidden"] == [256, 512, 1024]
     assert unwrap(run.config["epochs"]) == 2
+    # what device=auto and train.precision=auto came to on this machine
+    assert unwrap(run.config["resolved"]) == {"device": "cpu", "precision": resolve_precision("auto", torch.device("cpu"))}
 
     steps = [row["_step"] for row in run.history]
     assert steps == sorted(steps) and steps[-1] == 8  # global step: 2 epochs of 4 batches

@@ -93,8 +93,9 @@ def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recal
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
     hydra = compose_config(*overrides, hydra=True).hydra  # the parts of Hydra's record that report.py reads
+    exclude_keys = list(hydra.job.config.override_dirname.exclude_keys)
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": OmegaConf.to_container(hydra.runtime.choices)},
-                                               "job": {"config": {"override_dirname": {"exclude_keys": list(hydra.job.config.override_dirname.exclude_keys)}}}}}),
+                                               "job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}),
                    run_dir / ".hydra" / "hydra.yaml")
     composed = compose_config(*overrides)
     OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
