@@ -116,12 +116,32 @@ class MinibatchStd(nn.Module):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, width = x.shape
-        group = min(self.group, n)
-        # The epsilon keeps the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
-        spread = (x.view(-1, group, width).var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # one value per group
+        centred, sigma = self.centred_and_sigma(x)
+        spread = sigma.mean(dim=2)  # one value per group, (groups, 1)
         # each group's value repeated for its samples (as repeat_interleave, with a view and one copy)
-        return torch.cat([x, spread.unsqueeze(1).expand(-1, group).reshape(-1, 1)], dim=1)
+        return torch.cat([x, spread.expand(-1, centred.shape[1]).reshape(-1, 1)], dim=1)
+
+    def centred_and_sigma(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N, width) as groups less their mean (groups, group, width), and each feature's spread in
+        its group, sqrt(var + eps) (groups, 1, width)."""
+        n, width = x.shape
+        grouped = x.view(-1, min(self.group, n), width)
+        centred = grouped - grouped.mean(dim=1, keepdim=True)
+        # Written out: torch.var over the middle dimension takes 10-25x as long on the CPU. The epsilon keeps
+        # the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
+        return centred, (centred.pow(2).mean(dim=1, keepdim=True) + 1e-8).sqrt()
+
+    def feature_gradient(self, x: torch.Tensor, outer: torch.Tensor) -> torch.Tensor:
+        """d(sum_i outer_i * spread_of_group(i))/dx for features ``x`` (N, width) and ``outer`` (N,), the
+        gradient the appended feature sends back to ``x``, written out and differentiable in ``x``.
+
+        A group's spread is mean_k sigma_k with sigma_k = sqrt(var_k + eps) over the group, so
+        d spread/d x_jk = (x_jk - mean_k) / (group * width * sigma_k); each sample of the group reads it.
+        """
+        centred, sigma = self.centred_and_sigma(x)
+        groups, group, width = centred.shape
+        outer_per_group = outer.reshape(groups, group).sum(dim=1).view(-1, 1, 1)
+        return (outer_per_group * centred / (group * width * sigma)).view(-1, width)
 
     def extra_repr(self) -> str:
         return f"group={self.group}"
@@ -168,33 +188,35 @@ class MlpDiscriminator(Discriminator):
         return self.net[-1](features).squeeze(1) + (self.label_embedding(labels) * features).sum(dim=1)
 
     # -- D's gradient with respect to its input, for the R1 penalty --------------------------------
-    # Without minibatch stddev, D is Linear, then (LeakyReLU, dropout) per hidden layer, so its input
-    # gradient is a chain of weight matrices and elementwise factors: LeakyReLU's slope (1 or 0.2) times
-    # the dropout factor. Those factors are piecewise constant in the weights, so the penalty's gradient
-    # flows through the weight matrices alone: a forward without autograd finds the factors, and the
-    # penalty takes one ordinary backward instead of autograd's double backward, which would keep that
-    # forward's graph and propagate zeros back through the factors (docs/speed.md has the figures).
+    # D is Linear, then (LeakyReLU, dropout) per hidden layer, then (with minibatch stddev) the group's
+    # spread, then the last Linear. Back to the last hidden features h, the input gradient is a chain of
+    # weight matrices and elementwise factors: LeakyReLU's slope (1 or 0.2) times the dropout factor. Those
+    # factors are piecewise constant in the weights, so the penalty's gradient flows through the weight
+    # matrices alone: a forward without autograd finds the factors, and the penalty takes one ordinary
+    # backward instead of autograd's double backward, which would keep that forward's graph and propagate
+    # zeros back through the factors (docs/speed.md has the figures). Minibatch stddev adds a term smooth
+    # in h (``MinibatchStd.feature_gradient``), so with it the forward keeps autograd for h alone.
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.mbstd_group:  # minibatch stddev mixes samples: autograd's double backward
-            return super().input_gradient(images, labels)
-        with torch.no_grad():
-            slopes = self.slopes(images)
+        with torch.set_grad_enabled(bool(self.mbstd_group) and torch.is_grad_enabled()):
+            features, slopes = self.features_and_slopes(images)
         linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
-        if self.num_classes:  # d(logit)/d(features): the last layer's weights plus the label's embedding
-            grad = linears[-1].weight + self.label_embedding(labels)
-        else:
-            grad = linears[-1].weight.expand(len(slopes[-1]), -1)
+        # d(logit)/d(the last layer's input): its weights, plus the label's embedding when conditional
+        grad = linears[-1].weight if not self.num_classes else linears[-1].weight + self.label_embedding(labels)
+        grad = grad.expand(len(features), -1)
+        if self.mbstd_group:
+            mbstd = self.net[-2]
+            grad = grad[:, :-1] + mbstd.feature_gradient(features, grad[:, -1])
         for linear, slope in zip(reversed(linears[:-1]), reversed(slopes)):
             grad = (grad * slope) @ linear.weight
         return grad
 
-    def slopes(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's elementwise factor (LeakyReLU slope x dropout factor) at ``images``, from a
-        forward that draws dropout masks as D's forward does."""
+    def features_and_slopes(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The last hidden features and each hidden layer's elementwise factor (LeakyReLU slope x dropout
+        factor) at ``images``, from a forward that draws dropout masks as D's forward does."""
         x = images.reshape(-1, IMAGE_PIXELS * self.pack)
         factors: list[torch.Tensor] = []
-        for layer in self.net[:-1]:
+        for layer in self.net[: -2 if self.mbstd_group else -1]:  # the hidden layers
             if isinstance(layer, nn.LeakyReLU):
                 factors.append(torch.where(x > 0, 1.0, layer.negative_slope).to(x.dtype))
                 x = layer(x)
@@ -204,7 +226,7 @@ class MlpDiscriminator(Discriminator):
                     factors[-1] = factors[-1] * factor
             else:
                 x = layer(x)
-        return factors
+        return x, factors
 
 
 def _model_class(cfg: ModelConfig, key: str, interface: type) -> type:

@@ -31,7 +31,7 @@ CUDA = torch.device("cuda")
     ("train.cuda_graph=false", "train.compile=true"),  # compile's own CUDA graphs (reduce-overhead)
     ("train.nonfinite=skip",),  # reads the loss on the host: eager
     ("train.r1_every=3",),  # two graphs, with and without the penalty
-    ("train.d_updates=separate", "model.d_mbstd_group=4"),  # R1 by autograd's double backward, inside the graph
+    ("train.d_updates=separate", "model.d_mbstd_group=4"),  # R1 through minibatch stddev, inside the graph
     ("model=conditional",),  # labels as a static input of the graph, fake labels drawn inside it
     EVALUATED,  # evaluation on the GPU
 ])

@@ -88,7 +88,8 @@ def autograd_input_gradient(discriminator: Discriminator, images: torch.Tensor, 
 
 
 @pytest.mark.parametrize("overrides", [("model.d_dropout=0.3",), ("model.d_dropout=0.3", "model.d_pack=2"),
-                                       ("model=conditional", "model.d_dropout=0.3"), ("model=conditional", "model.d_mbstd_group=4")])
+                                       ("model=conditional", "model.d_dropout=0.3"), ("model.d_mbstd_group=4", "model.d_dropout=0.3"),
+                                       ("model.d_mbstd_group=4", "model.d_pack=2"), ("model=conditional", "model.d_mbstd_group=4")])
 def test_discriminator_input_gradient_is_autograds_with_the_same_dropout_masks(overrides):
     discriminator = build_discriminator(config(*overrides).model)
     images = torch.randn(16, 1, 28, 28)
@@ -98,6 +99,8 @@ def test_discriminator_input_gradient_is_autograds_with_the_same_dropout_masks(o
     torch.manual_seed(5)  # the same masks
     theirs = autograd_input_gradient(discriminator, images, labels)
     torch.testing.assert_close(ours.reshape(theirs.shape), theirs)
+    torch.manual_seed(5)  # the interface's general way, a new model's until it writes its own, is autograd's too
+    torch.testing.assert_close(Discriminator.input_gradient(discriminator, images, labels), theirs)
     # The penalty's gradient in the weights (the label embedding's too) equals autograd's double backward.
     params = list(discriminator.parameters())
     ours_by_weight = torch.autograd.grad(ours.pow(2).sum(), params, allow_unused=True)

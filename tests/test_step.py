@@ -116,7 +116,7 @@ def test_r1_batch_at_or_over_the_batch_is_the_whole_batch():
     (None, ()),
     (16, ()),
     (16, ("model.d_pack=2",)),
-    (16, ("model.d_mbstd_group=4",)),  # minibatch stddev: the penalty by autograd's double backward
+    (16, ("model.d_mbstd_group=4",)),  # minibatch stddev: its gradient term written out too
     (16, ("model=conditional",)),  # R1 at the real images' labels
 ])
 def test_r1_step_takes_the_gradient_of_loss_plus_penalty(r1_batch, overrides):
