@@ -218,7 +218,8 @@ class Config:
         _require(self.data.batch_size % self.model.d_pack == 0,
                  f"data.batch_size ({self.data.batch_size}) must be a multiple of model.d_pack ({self.model.d_pack}).")
         _require(not self.model.d_mbstd_group or packed % self.model.d_mbstd_group == 0,
-                 f"data.batch_size / model.d_pack ({packed}) must be a multiple of model.d_mbstd_group ({self.model.d_mbstd_group}).")
+                 f"data.batch_size / model.d_pack ({packed}) must be a multiple of model.d_mbstd_group ({self.model.d_mbstd_group}); "
+                 f"choose such a batch size, or model.d_mbstd_group=0 to turn minibatch standard deviation off.")
         r1_batch = self.train.r1_batch
         judged_at_once = self.model.d_pack * max(self.model.d_mbstd_group, 1)
         _require(r1_batch is None or r1_batch >= self.data.batch_size or r1_batch % judged_at_once == 0,

@@ -47,7 +47,9 @@ def model_card(ckpt: dict[str, Any], evaluation: dict[str, Any] | None, ema: boo
     cfg, model = ckpt["config"], ckpt["config"]["model"]
     conditional = model["num_classes"] > 0
     recipe = [f"model: {model['generator']} / {model['discriminator']}, G {model['latent_dim']}-{'-'.join(map(str, model['g_hidden']))}-784, "
-              f"D 784-{'-'.join(map(str, model['d_hidden']))}-1" + (f", conditional on {model['num_classes']} digits" if conditional else "")]
+              f"D 784-{'-'.join(map(str, model['d_hidden']))}-1"
+              + (f" with minibatch standard deviation over groups of {model['d_mbstd_group']}" if model.get("d_mbstd_group") else "")
+              + (f", conditional on {model['num_classes']} digits" if conditional else "")]
     for group, keys in RECIPE_KEYS.items():
         values = {k: v for k, v in cfg[group].items() if keys is None or k in keys}
         recipe.append(f"{group}: " + ", ".join(f"{k}={v}" for k, v in values.items()))

@@ -129,7 +129,8 @@ def test_seed_replica_is_the_reference_recipe_and_differs_from_the_default_where
     assert (replica.train.d_updates, replica.train.label_smoothing, replica.train.r1_gamma) == ("separate", 0.0, 0.0)
     assert (replica.model.d_dropout, replica.epochs, replica.data.batch_size) == (0.0, 50, 64)
     assert (default.train.d_updates, default.train.label_smoothing, default.train.r1_gamma) == ("joint", 0.1, 1.0)
-    assert default.model == replica.model and default.data.batch_size == replica.data.batch_size
+    assert default.model.d_mbstd_group == 4 and replica.model.d_mbstd_group == 0
+    assert dataclasses.replace(default.model, d_mbstd_group=0) == replica.model and default.data.batch_size == replica.data.batch_size
 
 
 def test_fast_is_the_batch_128_recipe():
@@ -144,7 +145,7 @@ def test_small_large_and_conditional_extend_the_base_model():
         assert model.g_hidden == [int(w * factor) for w in base.g_hidden]
         assert model.d_hidden == [int(w * factor) for w in base.d_hidden]
         assert dataclasses.replace(model, g_hidden=base.g_hidden, d_hidden=base.d_hidden) == base
-    assert config("model=conditional").model == dataclasses.replace(base, num_classes=10)
+    assert config("model=conditional").model == dataclasses.replace(base, num_classes=10, d_mbstd_group=0)
 
 
 def test_debug_preset_is_a_quick_cpu_run_and_yields_to_the_command_line():

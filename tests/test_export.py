@@ -47,6 +47,8 @@ def test_the_model_card_states_the_runs_recipe_and_measured_evaluation(trained, 
     assert "on 128 samples at epoch 1" in card and "built-in MNIST evaluator" in card
     assert f"lr={ckpt['config']['optim']['lr']}" in card and f"epochs: 1 ({ckpt['step']:,} steps), seed 0" in card
     assert ("| label_accuracy |" in card) == (ckpt["config"]["model"]["num_classes"] > 0)
+    group = ckpt["config"]["model"]["d_mbstd_group"]
+    assert ("D 784-1024-512-256-1 with minibatch standard deviation over groups of 4" in card) == (group == 4)
     assert "![samples](samples.png)" in card and Image.open(out / "samples.png").size[0] > 0
     assert 'load_generator("path/to/this/folder")' in card
 

@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from gan.errors import GanError
-from gan.models import Discriminator, Dropout, Generator, MlpDiscriminator, MlpGenerator, build_discriminator, build_generator
+from gan.models import Discriminator, Dropout, Generator, MinibatchStd, MlpDiscriminator, MlpGenerator, build_discriminator, build_generator
 from helpers.runs import assert_same_training_state, config, last_checkpoint, run_quick
 
 
-def test_base_model_is_exactly_the_reference_architecture():
+def test_base_model_is_the_reference_architecture_with_minibatch_std_in_d():
     model = config().model
     generator, discriminator = build_generator(model), build_discriminator(model)
     assert isinstance(generator, MlpGenerator) and isinstance(discriminator, MlpDiscriminator)
     g_layers = [(m.in_features, m.out_features) for m in generator.modules() if hasattr(m, "in_features")]
     d_layers = [(m.in_features, m.out_features) for m in discriminator.modules() if hasattr(m, "in_features")]
     assert g_layers == [(100, 256), (256, 512), (512, 1024), (1024, 784)]
-    assert d_layers == [(784, 1024), (1024, 512), (512, 256), (256, 1)]
+    assert d_layers == [(784, 1024), (1024, 512), (512, 256), (256 + 1, 1)], "the last layer also reads the group's spread"
+    assert [m.group for m in discriminator.modules() if isinstance(m, MinibatchStd)] == [4]
     assert [type(m).__name__ for m in generator.net if not hasattr(m, "in_features")] == ["ReLU", "ReLU", "ReLU", "Tanh"]
     assert [m.negative_slope for m in discriminator.net if type(m).__name__ == "LeakyReLU"] == [0.2, 0.2, 0.2]
 
@@ -40,7 +41,7 @@ def test_dropout_factor_is_the_one_its_forward_applied():
 
 def test_packed_discriminator_judges_consecutive_images_together():
     torch.manual_seed(0)
-    packed = build_discriminator(config("model.d_pack=2").model)
+    packed = build_discriminator(config("model.d_pack=2", "model.d_mbstd_group=0").model)  # packing alone
     images = torch.randn(8, 1, 28, 28)
     assert packed(images).shape == (4,) and packed.images_per_logit == 2
     # Output i depends on images 2i and 2i+1 only.

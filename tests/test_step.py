@@ -219,5 +219,8 @@ def test_batch_must_split_into_packs_and_groups(tiny_mnist):
         quick_config(tiny_mnist, "model.d_pack=3")
     with pytest.raises(GanError, match=r"multiple of model.d_mbstd_group \(5\)"):
         quick_config(tiny_mnist, "model.d_mbstd_group=5")
+    with pytest.raises(GanError, match=r"\(50\) must be a multiple of model.d_mbstd_group \(4\); .* or model.d_mbstd_group=0 to turn"):
+        quick_config(tiny_mnist, "data.batch_size=50")  # the default's groups of 4
+    assert quick_config(tiny_mnist, "data.batch_size=50", "model.d_mbstd_group=0").data.batch_size == 50
     with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
         quick_config(tiny_mnist, "model.d_pack=2", "model.d_mbstd_group=4", "train.r1_batch=12")

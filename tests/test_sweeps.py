@@ -65,27 +65,28 @@ def test_report_command_line(tiny_mnist, tmp_path):
 def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
     balanced, collapsed = [0.1] * 10, [0.02, *[0.098] * 9]
     finished_run(tmp_path / "default-s0", fid=9.0, recall=0.3, shares=balanced)
-    finished_run(tmp_path / "mbstd-s0", "model.d_mbstd_group=4", fid=8.0, recall=0.5, shares=balanced)
-    finished_run(tmp_path / "mbstd-seeds" / "0", "model.d_mbstd_group=4", "seed=1", fid=9.0, recall=0.6, shares=balanced)
-    finished_run(tmp_path / "mbstd-seeds" / "1", "model.d_mbstd_group=4", "seed=2", fid=10.0, recall=0.7, shares=collapsed)
+    finished_run(tmp_path / "mbstd-s0", "model.d_mbstd_group=8", fid=8.0, recall=0.5, shares=balanced)
+    finished_run(tmp_path / "mbstd-seeds" / "0", "model.d_mbstd_group=8", "seed=1", fid=9.0, recall=0.6, shares=balanced)
+    finished_run(tmp_path / "mbstd-seeds" / "1", "model.d_mbstd_group=8", "seed=2", fid=10.0, recall=0.7, shares=collapsed)
 
     finished_run(tmp_path / "gamma-sweep" / "1", "train.r1_gamma=0.3", fid=8.0, recall=0.4, shares=balanced)
     # Resumed once: resume and data.root change no result, so they neither split the seed table nor make columns.
-    finished_run(tmp_path / "mbstd-s3", "model.d_mbstd_group=4", "seed=3", "resume=auto", "data.root=/data",
+    finished_run(tmp_path / "mbstd-s3", "model.d_mbstd_group=8", "seed=3", "resume=auto", "data.root=/data",
                  fid=8.0, recall=0.5, shares=balanced)
 
     runs = [tmp_path / "default-s0", tmp_path / "mbstd-s0", tmp_path / "mbstd-seeds", tmp_path / "gamma-sweep" / "1", tmp_path / "mbstd-s3"]
     table = write_summary(runs, out=tmp_path)
     lines = table.splitlines()
     assert lines[0].startswith("| job | status | model.d_mbstd_group | seed | train.r1_gamma |"), "a key one run left alone is still a column"
-    gamma = f"{config().train.r1_gamma:g}"  # the default, which runs that leave it alone report
-    assert f"| default-s0 | finished | 0 | 0 | {gamma} | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
-    assert f"| mbstd-seeds/1 | finished | 4 | 2 | {gamma} | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
-    assert "| gamma-sweep/1 | finished | 0 | 0 | 0.3 | 8 |" in table, "a job handed alone is named with its sweep"
+    # the defaults, which runs that leave them alone report
+    gamma, mbstd = f"{config().train.r1_gamma:g}", config().model.d_mbstd_group
+    assert f"| default-s0 | finished | {mbstd} | 0 | {gamma} | 9 | 0.75 | 0.3 | 10 | 0.1 | 0.1 |" in table
+    assert f"| mbstd-seeds/1 | finished | 8 | 2 | {gamma} | 10 | 0.75 | 0.7 | 9 | 0.02 | 0.098 |" in table
+    assert f"| gamma-sweep/1 | finished | {mbstd} | 0 | 0.3 | 8 |" in table, "a job handed alone is named with its sweep"
     assert "| **mbstd-s0** (best) |" in table
     over_seeds = lines[lines.index("| model.d_mbstd_group | train.r1_gamma | seeds | fid | recall | precision | digit range | collapsed |"):]
-    assert over_seeds[2] == f"| 0 | {gamma} | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
-    assert over_seeds[3] == f"| 4 | {gamma} | 0,1,2,3 | 8.75 ± 0.96 | 0.575 ± 0.096 | 0.75 ± 0 | 2.0-10.0% | 1 |"
+    assert over_seeds[2] == f"| {mbstd} | {gamma} | 0 | 9 ± 0 | 0.3 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |"
+    assert over_seeds[3] == f"| 8 | {gamma} | 0,1,2,3 | 8.75 ± 0.96 | 0.575 ± 0.096 | 0.75 ± 0 | 2.0-10.0% | 1 |"
     assert "resume" not in lines[0] and "data.root" not in lines[0]
     with open(tmp_path / "summary.csv") as f:
         assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1", "mbstd-s3"]
