@@ -119,11 +119,13 @@ class MinibatchStd(nn.Module):
         centred, sigma = self.centred_and_sigma(x)
         spread = sigma.mean(dim=2)  # one value per group, (groups, 1)
         # each group's value repeated for its samples (as repeat_interleave, with a view and one copy)
-        return torch.cat([x, spread.expand(-1, centred.shape[1]).reshape(-1, 1)], dim=1)
+        return torch.cat([x, spread.to(x.dtype).expand(-1, centred.shape[1]).reshape(-1, 1)], dim=1)
 
     def centred_and_sigma(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, width) as groups less their mean (groups, group, width), and each feature's spread in
         its group, sqrt(var + eps) (groups, 1, width)."""
+        if x.dtype == torch.float16:  # in fp16 the squares of small deviations underflow to 0, where sqrt' is infinite
+            x = x.float()
         n, width = x.shape
         grouped = x.view(-1, min(self.group, n), width)
         centred = grouped - grouped.mean(dim=1, keepdim=True)

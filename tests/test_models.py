@@ -68,6 +68,16 @@ def test_minibatch_std_lets_d_see_the_variety_of_its_group():
     assert torch.isfinite(same.grad).all() and all(torch.isfinite(p.grad).all() for p in discriminator.parameters())
 
 
+def test_minibatch_std_gradient_stays_finite_in_fp16():
+    # Deviations of 1e-4 square to 1e-8, under fp16's smallest number: the spread must be computed wider.
+    mbstd = MinibatchStd(4)
+    x = (1 + 1e-4 * torch.randn(8, 16)).half().requires_grad_(True)
+    out = mbstd(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.float16 and torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert torch.isfinite(mbstd.feature_gradient(x.detach(), torch.ones(8))).all()
+
+
 @pytest.mark.parametrize("overrides", [("model.d_mbstd_group=4",), ("model.d_pack=2",), ("model.d_pack=2", "model.d_mbstd_group=4")])
 def test_d_judges_real_images_apart_from_the_fake_ones_in_the_same_forward(overrides):
     # The D step runs one forward over real images followed by fake ones: no pack and no minibatch-std
