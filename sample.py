@@ -6,12 +6,16 @@ precision/recall and class balance. An existing out= file is replaced only with 
 checkpoint never.
 """
 
-import hydra
-from omegaconf import DictConfig
+from gan.cli import quiet_ctrl_c, run_app
 
-from gan.config import to_config
-from gan.errors import exit_on_user_error
-from gan.sampling import generate, load_generator, noise, sample_labels, save_samples
+quiet_ctrl_c()  # a Ctrl-C while the imports below load ends with one line, not a traceback
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from gan.config import to_config  # noqa: E402
+from gan.errors import exit_on_user_error  # noqa: E402
+from gan.sampling import generate, load_generator, noise, sample_labels, save_samples  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
@@ -33,4 +37,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -71,6 +71,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GanError(f"no checkpoint file at {path}; pass the path of a checkpoints/*.pt file from a run directory.")
+    if not _written_by_torch_save(path):
+        raise DamagedCheckpoint(f"{path} is not a checkpoint (its bytes are not what torch.save writes); "
+                                f"pass a checkpoints/*.pt file from a run directory.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -95,11 +98,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def _written_by_torch_save(path: Path) -> bool:
+    """Whether the file starts as torch.save's files do: a zip archive (PK), or the legacy pickle format (protocol byte 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _other_checkpoints(path: Path) -> str:
     """The rest of a damaged-checkpoint sentence: the newest good checkpoint beside it, if any."""
     good = newest_readable_checkpoint(path.parent, exclude=path)
     if good is None:
-        return "; no other readable checkpoint is in that folder: start the run anew."
+        return "; no other readable checkpoint is beside it."
     return f"; the newest readable checkpoint beside it is {good}: resume from it with resume={good}."
 
 

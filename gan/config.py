@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from gan.cli import unknown_key_sentence
 from gan.errors import GanError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -33,6 +35,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 D_UPDATES = ("joint", "separate")
+PRESET_GROUPS = ("experiment", "debug")  # global presets: each sets whole groups of the recipe
 
 
 def _require(condition: bool, message: str) -> None:
@@ -209,7 +212,7 @@ class Config:
     def validate(self) -> None:
         for group in (self.model, self.optim, self.data, self.device, self.train, self.wandb, self.eval):
             group.validate()
-        _require(self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}.")
+        _require(self.epochs >= 1, f"epochs must be 1 or more (the epochs to train, or to reach with resume), got {self.epochs}.")
         _require(self.sample_every > 0, f"sample_every must be positive, got {self.sample_every}.")
         _require(self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}.")
         _require(self.grid_size > 0, f"grid_size must be positive, got {self.grid_size}.")
@@ -295,9 +298,7 @@ def to_config(cfg: DictConfig) -> Any:
     if dataclasses.is_dataclass(schema):
         values = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
         for key, where in _unknown_keys(values, schema):
-            known = ", ".join(f.name for f in dataclasses.fields(where))
-            raise GanError(f"{key} is not a config key (known there: {known}); check its spelling, "
-                           f"or list every key with `python train.py --cfg job`.")
+            raise GanError(unknown_key_sentence(key, where))
     try:
         config = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as err:
@@ -308,12 +309,52 @@ def to_config(cfg: DictConfig) -> Any:
     return config
 
 
+def preset_groups(preset_group: str, option: str) -> dict[str, str]:
+    """The groups whose values a preset (conf/experiment/fast.yaml) writes, with the option it picks for each
+    (``override /model: base`` and a ``model:`` block -> {"model": "base"})."""
+    path = CONF_DIR / preset_group / f"{option}.yaml"
+    preset = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    groups = {}
+    for entry in preset.get("defaults", []):
+        if OmegaConf.is_dict(entry):
+            for key, value in entry.items():
+                group = str(key).removeprefix("override /")
+                if group != key and group in preset:
+                    groups[group] = str(value)
+    return groups
+
+
+def check_group_choices(overrides: Iterable[str], choices: Mapping[str, Any]) -> None:
+    """Refuse a group choice on the command line that a chosen preset sets otherwise (``experiment=fast model=large``).
+
+    A preset is a whole recipe: it writes every value of the groups it names, after them, so the values of a
+    group chosen beside it would silently give way to the preset's.
+    """
+    overrides = list(overrides)
+    for preset_group in PRESET_GROUPS:
+        option = choices.get(preset_group)
+        if option is None:
+            continue
+        for group, preset_choice in preset_groups(preset_group, option).items():
+            typed = [o.lstrip("+~").partition("=")[2] for o in overrides if o.lstrip("+~").partition("=")[0] == group]
+            for value in typed:
+                if value != preset_choice:
+                    raise GanError(f"{preset_group}={option} sets {group}={preset_choice} as part of its whole recipe, so {group}={value} "
+                                   f"would be dropped; drop {group}={value} to train the preset as it is, or drop {preset_group}={option} "
+                                   f"and pass {group}={value} with the values you want.")
+
+
 def compose(*overrides: str, config_name: str = "config") -> Any:
     """The validated config of ``python train.py OVERRIDES`` (or ``sample.py`` with ``config_name="sample"``)."""
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/ already
-        return to_config(hydra_compose(config_name=config_name, overrides=list(overrides)))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_config(hydra_compose(config_name=config_name, overrides=list(overrides)))
+    if not GlobalHydra.instance().is_initialized():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(*overrides, config_name=config_name)
+    # inside a Hydra app (or the block above): the search path is conf/
+    cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    check_group_choices(overrides, cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return to_config(cfg)
 
 
 def model_config(values: dict[str, Any]) -> ModelConfig:

@@ -140,6 +140,8 @@ def training_data(cfg: DataConfig, device: torch.device) -> MnistSplit:
     """The training set (or its first ``cfg.subset`` images) on ``device``: images scaled to [-1, 1], and their labels."""
     images, labels = load_mnist(cfg.root, cfg.download, train=True)
     if cfg.subset is not None:
+        if cfg.subset > len(images):
+            log.warning("data.subset=%d is more than the %d training images: training on all %d", cfg.subset, len(images), len(images))
         images, labels = images[: cfg.subset], labels[: cfg.subset]
     if cfg.batch_size > len(images):
         raise GanError(

@@ -12,6 +12,7 @@ reads such a folder wherever it reads a checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -148,6 +149,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, ema: bool = True, 
                 raise GanError(f"the ONNX export failed ({reason}); install the extra with `pip install -e \".[onnx]\"`, or export "
                                f"formats=[safetensors] alone. Nothing was written to {out}.") from None
         (staging / "README.md").write_text(model_card(ckpt, _final_evaluation(checkpoint, ckpt, ema), ema, tuple(formats)))
+        _shareable(staging)
         if out.exists():
             out.rmdir()  # empty, checked above
         staging.rename(out)
@@ -159,13 +161,30 @@ def export_generator(checkpoint: str | Path, out: str | Path, ema: bool = True, 
     return out
 
 
+def _shareable(folder: Path) -> None:
+    """Give the folder and its files the modes the umask allows (mkdtemp makes 700 and some writers 600): an export is for sharing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an export this module wrote (its config.json names the format)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def upload(folder: Path, repo_id: str) -> str:
     """Upload an exported folder to the Hugging Face Hub as model repository ``repo_id``; returns its URL."""
     import huggingface_hub
 
     if not huggingface_hub.get_token():
-        raise GanError(f"not logged in to the Hugging Face Hub, so {folder} was exported but not uploaded; run `hf auth login` "
-                       f"(or set HF_TOKEN), then `python export.py ... push_to_hub={repo_id}` again.")
+        raise GanError(f"not logged in to the Hugging Face Hub, so {folder} was not uploaded; run `hf auth login` (or set HF_TOKEN), "
+                       f"then the same command again: an export already in out={folder} is uploaded as it is.")
     api = huggingface_hub.HfApi()
     api.create_repo(repo_id, repo_type="model", exist_ok=True)
     api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload an MNIST GAN generator")

@@ -22,10 +22,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gan.config import to_config
+from gan.config import check_group_choices, to_config
 from gan.errors import GanError
 from gan.run import train
-from gan.rundir import RunState, has_record, locked_run_directory, write_launch_record, write_status
+from gan.rundir import RunState, locked_run_directory, record_refusal
 from gan.signals import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -62,25 +62,23 @@ def launch(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    record = _record_files(cfg, hydra_cfg)
     try:
         with locked_run_directory(run_dir):
-            fresh = not has_record(run_dir)
             try:
                 config = to_config(cfg)
+                check_group_choices(hydra_cfg.overrides.task, hydra_cfg.runtime.choices)
             except GanError as err:
-                if fresh:  # a new job's folder says why it did not run; an existing run's record stays as it was
-                    write_launch_record(run_dir, _record_files(cfg, hydra_cfg))
-                    write_status(run_dir, RunState("failed", 0, cfg.get("epochs"), str(err)))
+                record_refusal(run_dir, record, RunState("failed", 0, cfg.get("epochs"), str(err)))
                 raise
-            write_launch_record(run_dir, _record_files(cfg, hydra_cfg))
-            final = train(config, run_dir, **_tracking_names(cfg, hydra_cfg, run_dir))
+            final = train(config, run_dir, record=record, **_tracking_names(cfg, hydra_cfg, run_dir))
             return final.get("fid")
     except TrainingInterrupted as stopped:
         _log_to_files(f"error: {stopped}")
         print(f"error: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
-    except KeyboardInterrupt:
-        message = "interrupted before training started; nothing was trained or written in this run directory."
+    except KeyboardInterrupt:  # before train() took over the run directory: nothing of this launch is there yet
+        message = f"interrupted before training started; nothing was trained, and {run_dir} is as it was."
         _log_to_files(f"error: {message}")
         print(f"error: {message}", file=sys.stderr)
         sys.exit(130)

@@ -16,8 +16,9 @@ import csv
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
@@ -211,6 +212,10 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
     only finished jobs are ranked and averaged over seeds, unless ``include_unfinished``.
     """
     directories = [directories] if isinstance(directories, Path) else list(directories)
+    for directory in directories:
+        if not directory.is_dir():
+            raise GanError(f"{directory} {'is not a folder' if directory.exists() else 'does not exist'}; "
+                           f"pass a multirun sweep directory (outputs/multirun/DATE/TIME) or run directories.")
     rows = collect(directories)
     if not rows:
         raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "
@@ -293,6 +298,12 @@ def _plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> No
     figure.savefig(path, dpi=100)
 
 
+def _one_line_usage_error(message: str) -> NoReturn:
+    """argparse's usage error as one line, like every other error of the repo's scripts."""
+    print(f"error: {message}; see `python report.py --help`.", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Summarize a sweep, or several runs, from their run directories: summary.md, summary.csv, summary.png.")
@@ -302,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--param", help="swept key for the plot's x axis (default: the first swept key other than seed)")
     parser.add_argument("--out", type=Path, help="where summary.md/.csv/.png go (default: the first DIR)")
     parser.add_argument("--all", action="store_true", help="rank and average unfinished (stopped, failed) jobs too")
+    parser.error = _one_line_usage_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     with exit_on_user_error():
         print(write_summary(args.directories, args.metric, args.param, args.out, include_unfinished=args.all))

@@ -16,7 +16,7 @@ from typing import Any
 from gan.checkpoint import resume_checkpoint
 from gan.config import Config
 from gan.errors import GanError
-from gan.rundir import RunState, locked_run_directory, read_status, write_status
+from gan.rundir import RunState, existing_run, locked_run_directory, record_refusal, write_launch_record, write_status
 from gan.signals import TrainingInterrupted
 from gan.tracking import start_wandb
 from gan.trainer import Trainer
@@ -38,25 +38,46 @@ def check_epochs(checkpoint: dict[str, Any], cfg: Config) -> bool:
     return True
 
 
+def check_run_directory(run_dir: Path, resume: str | None) -> None:
+    """Refuse to start a new run in a folder that holds one: its checkpoints and metrics would be replaced or mixed."""
+    held = existing_run(run_dir)
+    if held is None or resume == "auto":
+        return
+    if resume is None:
+        raise GanError(f"{run_dir} already holds {held}; continue it with resume=auto, or start over in a new folder "
+                       f"(another hydra.run.dir, or none for a new dated one).")
+    if Path(resume).resolve().parent != (run_dir / "checkpoints").resolve():
+        raise GanError(f"{run_dir} already holds {held}, and resume={resume} is another run's checkpoint; "
+                       f"continue that checkpoint in a new folder (hydra.run.dir=NEW resume={resume}).")
+
+
 def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None,
-          swept: dict[str, Any] | None = None) -> dict[str, float]:
+          swept: dict[str, Any] | None = None, record: dict[str, str] | None = None) -> dict[str, float]:
     """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.
 
     ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them; a run with a group is
     a sweep job (its job type and a tag say so). ``swept`` (e.g. {"optim.lr": 0.0001}) is also put at the
     top level of the W&B config, where the dashboard's group-by and parallel coordinates find it.
+    ``record`` (file name -> YAML text) is the launch's record, written into ``.hydra/`` once the run can start.
     """
     try:
         with locked_run_directory(run_dir):
             try:
+                check_run_directory(run_dir, cfg.resume)
                 checkpoint = resume_checkpoint(cfg.resume, run_dir / "checkpoints")
                 if checkpoint is not None and not check_epochs(checkpoint, cfg):
                     return checkpoint["history"][-1] if checkpoint["history"] else {}
                 trainer = Trainer(cfg, run_dir, checkpoint)
             except GanError as err:
-                if read_status(run_dir) is None:  # a new run that could not start says why; an existing run's status stays
-                    write_status(run_dir, RunState("failed", 0, cfg.epochs, str(err)))
+                record_refusal(run_dir, record, RunState("failed", 0, cfg.epochs, str(err)))
                 raise
+            except KeyboardInterrupt:  # while the data loads: nothing trained, no checkpoint written
+                kept = "its checkpoints are as they were" if existing_run(run_dir) else "it holds no checkpoint"
+                record_refusal(run_dir, record, RunState("stopped", 0, cfg.epochs, "interrupted before training started"))
+                raise TrainingInterrupted(f"interrupted before training started; nothing was trained in {run_dir}, and {kept}: "
+                                          f"run the same command again to start.", signal.SIGINT) from None
+            if record is not None:
+                write_launch_record(run_dir, record)
             write_status(run_dir, RunState("running", trainer.epoch, cfg.epochs))
             sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
             # "resolved": what device=auto and train.precision=auto came to on this machine, to compare runs by.

@@ -177,7 +177,26 @@ def read_status(run_dir: Path) -> RunState | None:
     return state
 
 
+def existing_run(run_dir: Path) -> str | None:
+    """What ``run_dir`` already holds of a run (checkpoints or metrics), in words; None when it holds none
+    (a new folder, or one whose launch was refused or interrupted before its first epoch)."""
+    checkpoints = run_dir / "checkpoints"
+    if not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and not (run_dir / "metrics.csv").is_file():
+        return None
+    state = read_status(run_dir)
+    return f"a run that {'is ' if state and state.status == 'running' else ''}{state.describe()}" if state else "a run"
+
+
 # -- the launch record ---------------------------------------------------------------------------
+def record_refusal(run_dir: Path, record: dict[str, str] | None, state: RunState) -> None:
+    """A launch that did not train: a new run's folder says why (its record and status.json); an existing run's stay as they were."""
+    if read_status(run_dir) is not None or existing_run(run_dir) is not None:
+        return
+    if record is not None:
+        write_launch_record(run_dir, record)
+    write_status(run_dir, state)
+
+
 def has_record(run_dir: Path) -> bool:
     return (run_dir / RECORD_DIR / "config.yaml").is_file()
 

@@ -184,15 +184,23 @@ def _load_export(folder: Path) -> Generator:
     """The generator of a folder export.py wrote (config.json and model.safetensors; the weights it exported)."""
     from safetensors.torch import load_file
 
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise GanError(f"{folder} is a folder without config.json and model.safetensors; pass a checkpoints/*.pt file "
+    missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise GanError(f"{folder} is a folder without {' and '.join(missing)}, so it is not an export; pass a checkpoints/*.pt file "
                        f"or a folder written by export.py.")
     try:
         config = json.loads((folder / "config.json").read_text())
         if config.get("format") != EXPORT_FORMAT:
             raise ValueError(f"format {config.get('format')!r}")
         generator = build_generator(model_config(config["model"]))
-        generator.load_state_dict(load_file(folder / "model.safetensors"))
+        weights = load_file(folder / "model.safetensors")
+        expected = generator.state_dict()
+        differing = sorted(k for k in expected.keys() | weights.keys()
+                           if k not in expected or k not in weights or expected[k].shape != weights[k].shape)
+        if differing:
+            raise GanError(f"{folder}/model.safetensors does not match its config.json (differing weights: {', '.join(differing[:4])}"
+                           f"{', ...' if len(differing) > 4 else ''}); export it again with `python export.py checkpoint=... out=...`.")
+        generator.load_state_dict(weights)
     except GanError:
         raise
     except Exception as err:  # a damaged or foreign folder fails anywhere in json, safetensors or load_state_dict

@@ -194,6 +194,7 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.check_mid_epoch_data(ckpt)
         for module, key in ((self.generator, "generator"), (self.discriminator, "discriminator"), (self.generator_ema, "generator_ema")):
             load_weights(module, ckpt[key], ckpt, self.cfg.model, key.replace("_", " "))
         self.gan_step.load_state_dict(ckpt)
@@ -205,6 +206,21 @@ class Trainer:
             k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in progress.items()})
         self.tracker_run_id = ckpt.get("tracker_run_id")
         _set_rng_state(ckpt["rng"], self.device)
+
+    def check_mid_epoch_data(self, ckpt: dict[str, Any]) -> None:
+        """A checkpoint taken mid-epoch goes on with its epoch's shuffled order: only over the same images in batches of the same size."""
+        progress = ckpt.get("progress")
+        if progress is None:
+            return
+        data = ckpt.get("config", {}).get("data", {})
+        images, batch_size = len(progress["order"]), data.get("batch_size", self.batch_size)
+        if images != len(self.images) or batch_size != self.batch_size:
+            subset = data.get("subset")
+            raise GanError(
+                f"the checkpoint stopped in the middle of epoch {ckpt['epoch'] + 1} (batch {progress['next_batch']}) of a run on "
+                f"{images} images in batches of {batch_size}, and this run has {len(self.images)} in batches of {self.batch_size}; "
+                f"resume it with data.subset={'null' if subset is None else subset} data.batch_size={batch_size}, "
+                f"or resume from a checkpoint taken at the end of an epoch (checkpoints/epoch_NNN.pt).")
 
     def save(self) -> Path:
         """Write last.pt; at the end of every ``checkpoint_every`` epochs and of the run, also a kept epoch_NNN.pt."""

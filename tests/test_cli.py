@@ -54,6 +54,15 @@ def test_print_composed_config_shows_the_briefs_recipe():
         (("+optim.lrr=0.1",), "error: optim.lrr is not a config key (known there: lr, lr_g, lr_d, betas)"),
         (("resume=/no/such/file.pt",), "error: no checkpoint file at /no/such/file.pt"),
         (("data.download=false", "data.root=/no/such/dir"), "error: MNIST was not found"),
+        (("optim.lr=abc",), "error: optim.lr=abc is not valid: optim.lr must be a number such as 0.0002."),
+        (("epochs=1.5",), "error: epochs=1.5 is not valid: epochs must be a whole number."),
+        (("optim.lrr=0.1",), "error: optim.lrr is not a config key (known there: lr, lr_g, lr_d, betas)"),
+        (("+optim.lr=0.1",), "error: optim.lr is already a config key, so it takes no +: write optim.lr=VALUE."),
+        (("device=tpu",), "error: device=tpu is not an option of device; choose one of auto, cpu, cuda, mps."),
+        (("optim.lr=[1",), "error: cannot read the command line (no viable alternative at input '[1')"),
+        (("epochs=0",), "error: epochs must be 1 or more"),
+        (("experiment=fast", "model=large"), "error: experiment=fast sets model=base as part of its whole recipe, so model=large would be dropped"),
+        (("experiment=fast", "model=conditional"), "error: experiment=fast sets model=base as part of its whole recipe"),
     ],
 )
 def test_bad_input_is_one_sentence_without_traceback(tiny_mnist, tmp_path, args, message):
@@ -124,6 +133,23 @@ def test_sample_without_checkpoint_names_the_missing_key():
     result = run_script("sample.py")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: checkpoint needs a value: pass checkpoint=... on the command line."
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sample.py", "checkpoint=x.pt", "digit=abc"), "error: digit=abc is not valid: digit must be a whole number or null."),
+        (("sample.py", "checkpoint=x.pt", "digit=3.5"), "error: digit=3.5 is not valid: digit must be a whole number or null."),
+        (("sample.py", "checkpoint=x.pt", "device=tpu"), "error: device=tpu is not an option of device; choose one of auto, cpu, cuda, mps."),
+        (("export.py", "checkpoint=x.pt", "out=y", "formats=onnx"), "error: formats=onnx is not valid: formats must be a list in brackets"),
+        (("report.py", "/no/such/sweep"), "error: /no/such/sweep does not exist; pass a multirun sweep directory"),
+        (("report.py", "--metirc", "fid", "."), "error: unrecognized arguments: --metirc; see `python report.py --help`."),
+    ],
+)
+def test_every_script_says_a_bad_command_line_in_one_sentence(args, message):
+    result = run_script(*args)
+    assert result.returncode in (1, 2)
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_report_on_a_folder_without_jobs_is_one_sentence(tmp_path):

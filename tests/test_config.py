@@ -150,7 +150,8 @@ def test_small_large_and_conditional_extend_the_base_model():
 
 def test_debug_preset_is_a_quick_cpu_run_and_yields_to_the_command_line():
     cfg = config("debug=default")
-    assert (cfg.device.name, cfg.epochs, cfg.data.subset, cfg.wandb.mode, cfg.eval.enabled) == ("cpu", 1, 1280, "disabled", False)
+    assert (cfg.device.name, cfg.epochs, cfg.wandb.mode, cfg.eval.enabled) == ("cpu", 1, "disabled", False)
+    assert cfg.data.subset // cfg.data.batch_size == 10  # "one epoch of 10 steps", as conf/debug/default.yaml and the README say
     assert config("debug=default", "device=auto", "epochs=3").device.name == "auto"
 
 
@@ -210,7 +211,8 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("optim.lr=-0.001", "optim.lr must be positive"),
         ("optim.lr_g=-1", "optim.lr_g must be positive"),
         ("data.batch_size=0", "data.batch_size must be positive"),
-        ("epochs=-1", "epochs must be 0 or more"),
+        ("epochs=-1", "epochs must be 1 or more"),
+        ("epochs=0", "epochs must be 1 or more"),
         ("optim.betas=[0.5]", "optim.betas must be two numbers"),
         ("model.d_dropout=1.5", "model.d_dropout"),
         ("model.num_classes=-1", "model.num_classes must be 0"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -114,7 +116,7 @@ def test_push_to_hub_needs_a_login_and_uploads_the_folder(trained, tmp_path, mon
 
     out = export_generator(trained, tmp_path / "export")
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    with pytest.raises(GanError, match=r"not logged in to the Hugging Face Hub, so .* was exported but not uploaded"):
+    with pytest.raises(GanError, match=r"not logged in to the Hugging Face Hub, so .* was not uploaded; .* the same command again"):
         upload(out, "me/mnist-gan")
 
     calls = []
@@ -123,3 +125,38 @@ def test_push_to_hub_needs_a_login_and_uploads_the_folder(trained, tmp_path, mon
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw["repo_id"], kw["folder_path"])))
     assert upload(out, "me/mnist-gan") == "https://huggingface.co/me/mnist-gan"
     assert calls == [("create", "me/mnist-gan", {"repo_type": "model", "exist_ok": True}), ("upload", "me/mnist-gan", str(out))]
+
+
+def test_an_export_is_readable_as_the_umask_allows(trained, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = export_generator(trained, tmp_path / "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {p.name: 0o644 for p in out.iterdir()}
+
+
+def test_a_damaged_export_names_what_is_wrong(trained, tmp_path):
+    out = export_generator(trained, tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["g_hidden"] = [128, 256, 512]
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GanError, match=r"model.safetensors does not match its config.json \(differing weights: net.0.bias"):
+        load_generator(out)
+    (out / "config.json").unlink()
+    with pytest.raises(GanError, match=r"is a folder without config.json, so it is not an export"):
+        load_generator(out)
+
+
+@pytest.mark.slow
+def test_push_to_hub_without_a_login_gives_advice_that_works(trained, tmp_path):
+    out = tmp_path / "export"
+    command = ("export.py", f"checkpoint={trained}", f"out={out}", "push_to_hub=me/mnist-gan")
+    env = {"HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": ""}
+    first = run_script(*command, env=env)
+    assert first.returncode == 1 and "not logged in" in first.stderr and "the same command again" in first.stderr, first.stderr
+    assert (out / "model.safetensors").is_file()
+    again = run_script(*command, env=env)  # as the advice says: the export is there, so only the upload is tried
+    assert f"{out} holds an export already: uploading it as it is" in again.stdout
+    assert "not logged in" in again.stderr and "exists" not in again.stderr, again.stderr

@@ -401,3 +401,85 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
     with pytest.raises(GanError, match="MNIST was not found .*download failed"):
         load_mnist(tmp_path / "data", download=True)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+# -- round four: no run overwritten, no choice dropped, no resume on other data ---------------------
+def files_of(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_a_new_run_into_a_folder_that_holds_one_is_refused_and_writes_nothing(tiny_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    run_quick(tiny_mnist, run_dir, "epochs=2")
+    before = files_of(run_dir)
+    with pytest.raises(GanError, match=r"already holds a run that finished; continue it with resume=auto, or start over in a new folder"):
+        run_quick(tiny_mnist, run_dir, "epochs=1")
+    with pytest.raises(GanError, match=r"resume=.*other.pt is another run's checkpoint"):
+        run_quick(tiny_mnist, run_dir, "epochs=3", f"resume={tmp_path / 'elsewhere' / 'other.pt'}")
+    assert files_of(run_dir) == before, "checkpoints, metrics.csv and status.json stay byte for byte"
+    run_quick(tiny_mnist, run_dir, "epochs=3", "resume=auto")
+    assert last_checkpoint(run_dir)["epoch"] == 3
+
+
+def test_a_folder_whose_launch_was_refused_takes_a_new_run(tiny_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(GanError, match="data.batch_size=1000 is larger than the 256 training images"):
+        run_quick(tiny_mnist, run_dir, "data.batch_size=1000")
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    run_quick(tiny_mnist, run_dir, "epochs=1")
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("change", ["data.subset=128", "data.batch_size=32"])
+def test_a_mid_epoch_resume_on_other_data_or_batches_is_refused(tiny_mnist, tmp_path, monkeypatch, change):
+    run_dir = tmp_path / "run"
+    signal_at_step(monkeypatch, at_step=6)  # epoch 2, batch 2 of 4
+    with pytest.raises(TrainingInterrupted):
+        run_quick(tiny_mnist, run_dir, "epochs=2")
+    monkeypatch.undo()
+    before = files_of(run_dir)
+    with pytest.raises(GanError, match=r"stopped in the middle of epoch 2 \(batch 2\) of a run on 256 images in batches of 64, .*"
+                                       r"resume it with data.subset=null data.batch_size=64"):
+        run_quick(tiny_mnist, run_dir, "epochs=2", "resume=auto", change)
+    assert files_of(run_dir) == before
+    run_quick(tiny_mnist, run_dir, "epochs=2", "resume=auto")  # the same data resumes as before
+    assert last_checkpoint(run_dir)["epoch"] == 2
+
+
+def test_a_subset_larger_than_the_data_says_so(tiny_mnist, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        run_quick(tiny_mnist, tmp_path / "run", "epochs=1", "data.subset=1000")
+    assert "data.subset=1000 is more than the 256 training images: training on all 256" in caplog.text
+
+
+def test_ctrl_c_while_the_data_loads_says_what_is_on_disk(tiny_mnist, tmp_path, monkeypatch):
+    import gan.trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gan.trainer, "training_data", interrupted)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=r"interrupted before training started; nothing was trained .* it holds no checkpoint") as stopped:
+        run_quick(tiny_mnist, run_dir, "epochs=1")
+    assert stopped.value.exit_code == 130
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["status"], status["epoch"]) == ("stopped", 0)
+    assert not any((run_dir / "checkpoints").iterdir())
+    monkeypatch.undo()
+    run_quick(tiny_mnist, run_dir, "epochs=1")  # the same command again starts the run
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.3, 1.5, 4.0])
+def test_ctrl_c_at_any_moment_of_the_start_is_one_line_and_exit_130(tiny_mnist, tmp_path, after_s):
+    process = start_script("train.py", *QUICK_OVERRIDES, "epochs=50", f"hydra.run.dir={tmp_path / 'run'}", data_root=tiny_mnist)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == 130, stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    if "before any training" not in lines[0] and "nothing was trained" in lines[0]:
+        assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -64,9 +64,9 @@ def last_checkpoint(run_dir: Path) -> dict[str, Any]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")
 
 
-def script_env(data_root: Path | None = None) -> dict[str, str]:
-    """The environment a test starts the repo's scripts in (the W&B sandbox of conftest.py included)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def script_env(data_root: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a test starts the repo's scripts in (the W&B sandbox of conftest.py included), with ``extra`` set."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra or {})}
     if data_root is not None:
         env["DATA_ROOT"] = str(data_root)
     return env
@@ -76,9 +76,9 @@ def script_command(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def run_script(*args: str, data_root: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run one of the repo's scripts (train.py, sample.py, report.py, ...) to its end, as a user would."""
-    return subprocess.run(script_command(*args), cwd=REPO, env=script_env(data_root), capture_output=True, text=True, timeout=timeout)
+def run_script(*args: str, data_root: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run one of the repo's scripts (train.py, sample.py, report.py, ...) to its end, as a user would (``env``: variables to set)."""
+    return subprocess.run(script_command(*args), cwd=REPO, env=script_env(data_root, env), capture_output=True, text=True, timeout=timeout)
 
 
 def start_script(*args: str, data_root: Path | None = None) -> subprocess.Popen:
