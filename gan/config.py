@@ -32,6 +32,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
+COLLAPSE_POLICIES = ("warn", "stop")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 D_UPDATES = ("joint", "separate")
@@ -142,6 +143,7 @@ class TrainConfig:
     cuda_graph: bool = MISSING  # on CUDA: capture the whole step once and replay it
     log_every: int = MISSING  # steps between progress updates and logged scalars
     nonfinite: str = MISSING  # on a NaN/inf loss: stop (keep the last good checkpoint) | skip that update
+    on_collapse: str = MISSING  # when the evaluations show a collapse that does not heal (gan/collapse.py): warn | stop
 
     def validate(self) -> None:
         _require_choice(self.d_updates, D_UPDATES, "train.d_updates")
@@ -154,6 +156,7 @@ class TrainConfig:
         _require_choice(self.compile_mode, COMPILE_MODES, "train.compile_mode")
         _require(self.log_every > 0, f"train.log_every must be positive, got {self.log_every}.")
         _require_choice(self.nonfinite, NONFINITE_POLICIES, "train.nonfinite")
+        _require_choice(self.on_collapse, COLLAPSE_POLICIES, "train.on_collapse")
 
 
 @dataclass

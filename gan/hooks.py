@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from gan.collapse import find_collapse, first_collapse
 from gan.config import Config
 from gan.evaluator import METRICS, Evaluator, conditional_labels
 from gan.history import plot_losses, write_metrics_csv
@@ -115,6 +116,22 @@ class Evaluation:
         return rows
 
 
+class CollapseWatch:
+    """After an evaluation: a collapse that does not heal (gan/collapse.py) is said once, in the log, the
+    epoch's record (``collapsed_at``, so metrics.csv) and the tracker; RunFiles puts it in status.json."""
+
+    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
+        if "recall" not in record or first_collapse(run.history[:-1]) is not None:
+            return
+        collapse = find_collapse(run.history)
+        if collapse is None:
+            return
+        record["collapsed_at"] = collapse.epoch
+        stop = "train.on_collapse=stop ends the run here" if run.cfg.train.on_collapse == "stop" else "train.on_collapse=stop would end it"
+        log.warning("%s (%s)", collapse.describe(), stop)
+        run.tracker.log({"collapsed_at": collapse.epoch}, run.step)
+
+
 class RunFiles:
     """metrics.csv and status.json every epoch; losses.png after the first epoch, every ``checkpoint_every``
     and the last (drawing it takes about a third of a second on 2 CPU cores); the epoch's scalars in the
@@ -122,10 +139,11 @@ class RunFiles:
 
     def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
         write_metrics_csv(run.history, run.run_dir / "metrics.csv")
-        write_status(run.run_dir, RunState("running", run.epoch, run.cfg.epochs))
+        collapse = first_collapse(run.history)
+        write_status(run.run_dir, RunState("running", run.epoch, run.cfg.epochs, collapse.describe() if collapse else None))
         if run.epoch == 1 or run.final or run.epoch % run.cfg.checkpoint_every == 0:
             plot_losses(run.trace, run.run_dir / "losses.png")
         run.tracker.log({"epoch": run.epoch, "epoch_time_s": record["epoch_time_s"]}, run.step)
 
 
-EPOCH_HOOKS = (SampleGrid, Evaluation, RunFiles)
+EPOCH_HOOKS = (SampleGrid, Evaluation, CollapseWatch, RunFiles)

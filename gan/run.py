@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.checkpoint import resume_checkpoint
+from gan.collapse import first_collapse
 from gan.config import Config
 from gan.errors import GanError
 from gan.rundir import RunState, existing_run, locked_run_directory, record_refusal, write_launch_record, write_status
@@ -87,7 +88,9 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
             exit_code, state = 1, RunState("failed", trainer.epoch, cfg.epochs, "an unexpected error (see train.log)")
             try:
                 result = trainer.fit(tracker)
-                exit_code, state = 0, RunState("finished", trainer.epoch, cfg.epochs)
+                collapse = first_collapse(trainer.history)
+                exit_code, state = 0, RunState("stopped" if trainer.stopped_for_collapse else "finished", trainer.epoch, cfg.epochs,
+                                               collapse.describe() if collapse else None)
                 return result
             except TrainingInterrupted as stopped:
                 exit_code, state = stopped.exit_code, RunState("stopped", trainer.epoch, cfg.epochs, str(stopped))

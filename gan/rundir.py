@@ -148,8 +148,11 @@ class RunState:
     reason: str | None = None
 
     def describe(self) -> str:
+        collapsed = f" ({self.reason.split(':')[0]})" if self.reason and self.reason.startswith("collapsed at epoch") else ""
         if self.status == "stopped" and self.epoch is not None and self.epochs is not None:
-            return f"stopped at epoch {self.epoch} of {self.epochs}"
+            return f"stopped at epoch {self.epoch} of {self.epochs}{collapsed}"
+        if self.status == "finished":
+            return f"finished{collapsed}"
         if self.status == "failed" and self.reason:
             return f"failed: {self.reason}"
         return self.status

@@ -89,6 +89,7 @@ class Trainer:
         self.trace: list[list[float]] = []  # [step, *STATS] per logging window
         self.progress: EpochProgress | None = None
         self.tracker_run_id: str | None = None
+        self.stopped_for_collapse = False
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
             log.info("resumed after epoch %d, step %d", self.epoch, self.step)
@@ -113,6 +114,10 @@ class Trainer:
                         hook(view, record)
                 # 4. The checkpoint, last: it is the promise that everything above happened.
                 self.save()
+                if "collapsed_at" in record and self.cfg.train.on_collapse == "stop":
+                    log.warning("stopped after epoch %d for the collapse (train.on_collapse=stop); its checkpoints are kept", self.epoch)
+                    self.stopped_for_collapse = True
+                    break
         return self.history[-1] if self.history else {}
 
     def train_epoch(self) -> float:

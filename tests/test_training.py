@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import pytest
@@ -13,6 +15,7 @@ from gan.errors import GanError
 from gan.history import read_metrics_csv
 from gan.models import build_generator
 from gan.run import train
+from gan.rundir import read_status
 from helpers.mnist_files import make_tiny_mnist
 from helpers.runs import EVALUATED, WEIGHTS, assert_same_tensors, assert_same_training_state, last_checkpoint, quick_config, run_quick
 
@@ -183,3 +186,37 @@ def test_resuming_with_a_new_learning_rate_trains_at_that_rate(tiny_mnist, tmp_p
     assert [(row["lr_g"], row["lr_d"]) for row in rows] == [(2e-4, 2e-4), (1e-4, 1e-4)]
     groups = last_checkpoint(tmp_path)["opt_d"]["param_groups"]
     assert all(group["betas"] == (0.9, 0.99) for group in groups)
+
+
+@pytest.fixture
+def collapsed_scores(monkeypatch):
+    """Evaluations that score G-EMA and G as collapsed: two digit classes at >= 5%, recall 0."""
+    from gan.evaluator import Evaluator
+
+    real_score = Evaluator.score_generator
+
+    def score(self, *args, **kwargs):
+        return {**real_score(self, *args, **kwargs), "recall": 0.0, "classes_over_5pct": 2}
+
+    monkeypatch.setattr(Evaluator, "score_generator", score)
+
+
+@pytest.mark.parametrize("policy", ["warn", "stop"])
+def test_a_collapse_is_said_once_everywhere_and_can_stop_the_run(tiny_mnist, tmp_path, collapsed_scores, caplog, policy):
+    with caplog.at_level(logging.WARNING):
+        run_quick(tiny_mnist, tmp_path, "epochs=8", *EVALUATED, f"train.on_collapse={policy}")
+    # Evaluations from epoch 5 on count: epochs 5 and 6 confirm it.
+    assert caplog.text.count("collapsed at epoch 6: G-EMA draws few digits") == 1
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [r.get("collapsed_at") for r in rows].count(6.0) == 1 and "collapsed_at" in rows[5]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["reason"].startswith("collapsed at epoch 6: G-EMA draws few digits and none of their variety "
+                                       "(epoch 5: 2 digit classes at >= 5%, recall 0.000")
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    if policy == "stop":
+        assert (status["status"], status["epoch"], last["epoch"], len(rows)) == ("stopped", 6, 6, 6)
+        assert read_status(tmp_path).describe() == "stopped at epoch 6 of 8 (collapsed at epoch 6)"
+    else:
+        assert (status["status"], last["epoch"], len(rows)) == ("finished", 8, 8)
+        assert read_status(tmp_path).describe() == "finished (collapsed at epoch 6)"
+
