@@ -1,8 +1,8 @@
 """MNIST from its four IDX files, checked, and kept as tensors (images and labels) on the training device.
 
 The files are read from ``<root>/MNIST/raw/`` (torchvision's layout; a root that points at ``MNIST/`` or
-at ``MNIST/raw/`` itself is understood too) without importing torchvision,
-which costs a run about 2.5 s of start-up; torchvision is used only to download missing files. A file
+at ``MNIST/raw/`` itself is understood too) without importing torchvision, whose import is a noticeable
+part of a run's start-up (docs/speed.md); torchvision is used only to download missing files. A file
 is checked before it is used: its length against its own header and, for the canonical MNIST files,
 its MD5 against the published one, so a damaged file is named as damaged instead of read as garbage.
 

@@ -39,9 +39,9 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> str:
     """Map ``train.precision=auto`` to what the step runs in on ``device``; any other choice is kept as asked.
 
-    auto is bf16 on a CPU with native bf16 matmuls, where they make the step about 1.5x faster, and fp32
-    everywhere else: on a CPU without them bf16 is emulated and 1.5x (AVX-512) to 15x (AVX2) slower than
-    fp32 (docs/speed.md), and on a GPU these small models wait on kernel launches, not arithmetic (docs/gpu.md).
+    auto is bf16 on a CPU with native bf16 matmuls, where they make the step faster, and fp32 everywhere
+    else: on a CPU without them bf16 is emulated and slower than fp32 (the figures are in docs/speed.md), and
+    on a GPU these small models wait on kernel launches, not arithmetic (docs/gpu.md).
     """
     if name != "auto":
         return name

@@ -134,7 +134,7 @@ class CollapseWatch:
 
 class RunFiles:
     """metrics.csv and status.json every epoch; losses.png after the first epoch, every ``checkpoint_every``
-    and the last (drawing it takes about a third of a second on 2 CPU cores); the epoch's scalars in the
+    and the last (matplotlib is slow next to the other files); the epoch's scalars in the
     tracker, whose dashboard has the live curves."""
 
     def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:

@@ -129,7 +129,7 @@ class MinibatchStd(nn.Module):
         n, width = x.shape
         grouped = x.view(-1, min(self.group, n), width)
         centred = grouped - grouped.mean(dim=1, keepdim=True)
-        # Written out: torch.var over the middle dimension takes 10-25x as long on the CPU. The epsilon keeps
+        # Written out: torch.var over the middle dimension is many times slower on the CPU (docs/speed.md). The epsilon keeps
         # the gradient finite where a feature is equal across the group (sqrt'(0) is infinite).
         return centred, (centred.pow(2).mean(dim=1, keepdim=True) + 1e-8).sqrt()
 

@@ -46,7 +46,7 @@ def ema_weight(decay: float, step: int) -> float:
     """How far G-EMA moves towards G at ``step``: 1 - min(decay, (1 + step) / (10 + step)).
 
     The warm-up ramp keeps the average from remembering the random initial weights; it reaches 0.999 at
-    step ~9k and 0.9999 at step ~90k (a 50-epoch run at batch 64 takes 46,850 steps).
+    step ~9k and 0.9999 at step ~90k.
     """
     return 1.0 - min(decay, (1 + step) / (10 + step))
 
