@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan.columns import DIGITS
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
 
@@ -29,7 +30,6 @@ WEIGHTS = Path(__file__).parent / "assets" / "mnist_classifier.pt"
 WEIGHTS_SHA256 = "1291840c7539645e8dd8d9c2c0f4211c070fe92a2cfa02b2ac6b7058c5ea00ab"
 
 
-DIGITS = 10
 NOT_A_DIGIT = DIGITS  # index of the outlier class
 
 

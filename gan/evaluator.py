@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from gan.classifier import load_classifier
+from gan.columns import DIGITS, METRICS
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
-from gan.metrics import DIGITS, class_statistics, frechet_distance, gaussian_stats, kernel_inception_distance, knn_radii, precision_recall
+from gan.metrics import class_statistics, frechet_distance, gaussian_stats, kernel_inception_distance, knn_radii, precision_recall
 from gan.models import Generator
 from gan.sampling import generate, noise, sample_labels
 
-# The summary metrics; the last two only for samples of requested digits (conditional generators).
-METRICS = ("fid", "kid", "precision", "recall", "classifier_score", "class_kl", "classes_over_5pct", "label_accuracy", "intra_fid")
 NEIGHBOURS = 3  # k of the k-NN precision and recall
 CHUNK = 2000  # images per classifier pass
 

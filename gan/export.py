@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from gan.checkpoint import load_checkpoint
+from gan.columns import DIGITS, METRICS
 from gan.config import model_config
 from gan.errors import GanError
-from gan.evaluator import METRICS
 from gan.models import IMAGE_SHAPE, Generator, build_generator
 from gan.sampling import EXPORT_FORMAT, generate, noise, sample_labels, save_grid
 
@@ -69,12 +69,12 @@ def model_card(ckpt: dict[str, Any], evaluation: dict[str, Any] | None, ema: boo
                   f"{evaluation['n_samples']:,} samples at epoch {evaluation['epoch']}, against the 10,000 MNIST test images:", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {evaluation[key]:.4g} |" for key in METRICS if key in evaluation]
-        shares = [evaluation.get(f"class_{d}") for d in range(10)]
+        shares = [evaluation.get(f"class_{d}") for d in range(DIGITS)]
         if all(share is not None for share in shares):
             lines.append("| digit shares | " + ", ".join(f"{d}: {100 * s:.1f}%" for d, s in enumerate(shares)) + " |")
         if conditional and "label_accuracy_0" in evaluation:
             lines.append("| label accuracy per digit | " + ", ".join(f"{d}: {100 * evaluation.get(f'label_accuracy_{d}', float('nan')):.1f}%"
-                                                              for d in range(10)) + " |")
+                                                              for d in range(DIGITS)) + " |")
     digit = ", digit=7" if conditional else ""
     lines += ["", "## Use", "", "With this repo:", "", "```python", "from gan import load_generator, generate_and_plot_samples",
               "generator = load_generator(\"path/to/this/folder\")", f"generate_and_plot_samples(generator, n=16{digit})",

@@ -9,9 +9,10 @@ from typing import Any
 
 from matplotlib.figure import Figure  # a bare Figure renders to files without any GUI backend
 
+from gan.columns import STATS
 from gan.rundir import replace_atomically
 
-TRACE_COLUMNS = ("step", "d_loss", "g_loss", "d_real", "d_fake")
+TRACE_COLUMNS = ("step", *STATS)
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from gan.collapse import find_collapse, first_collapse
+from gan.columns import METRICS
 from gan.config import Config
-from gan.evaluator import METRICS, Evaluator, conditional_labels
+from gan.evaluator import Evaluator, conditional_labels
 from gan.history import plot_losses, write_metrics_csv
 from gan.models import Generator
 from gan.rundir import RunState, write_json_atomically, write_status

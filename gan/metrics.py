@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-DIGITS = 10
+from gan.columns import DIGITS
 
 
 class GaussianStats(NamedTuple):

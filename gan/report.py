@@ -23,15 +23,10 @@ from typing import Any, NoReturn
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from gan.columns import DIGITS, HIGHER_IS_BETTER, REPORT_COLUMNS
 from gan.errors import GanError, exit_on_user_error
 from gan.history import read_metrics_csv
 from gan.rundir import RunState, read_status
-
-# Metrics where larger is better; every other metric (losses, FID, KID, KL) ranks smaller first.
-HIGHER_IS_BETTER = {"precision", "recall", "classifier_score", "classes_over_5pct", "d_real", "label_accuracy"}
-METRIC_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "precision", "recall", "classifier_score",
-                  "class_kl", "classes_over_5pct", "digit_min", "digit_max", "label_accuracy", "label_accuracy_min", "intra_fid")
-DIGITS = range(10)
 
 
 def _job_sort_key(path: Path) -> tuple[float, str]:
@@ -135,7 +130,7 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
             if isinstance(final, dict):
                 row.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
                 for column, prefix in (("digit", "class_"), ("label_accuracy", "label_accuracy_")):
-                    values = [row[f"{prefix}{d}"] for d in DIGITS if f"{prefix}{d}" in row]
+                    values = [row[f"{prefix}{d}"] for d in range(DIGITS) if f"{prefix}{d}" in row]
                     if values and column == "digit":
                         row["digit_min"], row["digit_max"] = min(values), max(values)
                     elif values:
@@ -221,7 +216,7 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
         raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "
                        "pass a multirun sweep directory or run directories.")
     params = swept_keys(rows)
-    metric_columns = [k for k in METRIC_COLUMNS if any(k in row for row in rows)]
+    metric_columns = [k for k in REPORT_COLUMNS if any(k in row for row in rows)]
     if metric is not None and metric not in metric_columns:
         known = ", ".join(metric_columns) or "(none: no run has metrics yet)"
         raise GanError(f"--metric {metric} is not a column of these runs; use one of {known}.")

@@ -27,7 +27,6 @@ from gan.device import resolve_precision
 from gan.models import Discriminator, Generator
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-STATS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, in this order
 
 
 def make_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: OptimConfig,

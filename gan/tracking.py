@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from gan.columns import DIGITS, SUMMARY_METRICS
 from gan.config import WandbConfig
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "https://api.wandb.ai"
 WANDB_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 # The runs table's columns, as final/*; the last two only in conditional runs.
-SUMMARY_METRICS = ("fid", "recall", "precision", "kid", "classes_over_5pct", "label_accuracy", "intra_fid")
 
 
 def has_netrc_entry(environ: Mapping[str, str]) -> bool:
@@ -130,11 +130,11 @@ class WandbTracker:
             values: dict[str, Any] = {"epoch": epoch}
             for name, scores in results.items():
                 values.update({f"eval/{name}/{key}": value for key, value in scores.items()})
-                shares = wandb.Table(columns=["digit", "share"], data=[[str(d), scores[f"class_{d}"]] for d in range(10)])
+                shares = wandb.Table(columns=["digit", "share"], data=[[str(d), scores[f"class_{d}"]] for d in range(DIGITS)])
                 values[f"eval/{name}/digit_shares"] = wandb.plot.bar(shares, "digit", "share", title=f"digit shares, G-{name} (epoch {epoch})")
             self.run.log(values, step=step)
             ema = results["ema"]
-            digit_shares = [ema[f"class_{d}"] for d in range(10)]
+            digit_shares = [ema[f"class_{d}"] for d in range(DIGITS)]
             self.run.summary.update({
                 **{f"final/{key}": ema[key] for key in SUMMARY_METRICS if key in ema},
                 "final/digit_min": min(digit_shares), "final/digit_max": max(digit_shares), "final/epoch": epoch,

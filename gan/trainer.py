@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from gan.checkpoint import epoch_checkpoint_name, load_weights, prune_epoch_checkpoints, save_checkpoint
+from gan.columns import STATS
 from gan.config import Config
 from gan.data import training_data
 from gan.device import resolve_device
@@ -32,7 +33,7 @@ from gan.hooks import EPOCH_HOOKS, EpochEnd
 from gan.models import build_discriminator, build_generator
 from gan.sampling import grid_inputs
 from gan.signals import StopRequests
-from gan.step import STATS, GanStep
+from gan.step import GanStep
 from gan.tracking import NoTracker, Tracker
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from gan.classifier import WEIGHTS, accuracy, load_classifier
+from gan.columns import METRICS
 from gan.data import load_mnist, to_unit_range
 from gan.errors import GanError
-from gan.evaluator import METRICS, Evaluator, format_scores
+from gan.evaluator import Evaluator, format_scores
 from gan.history import read_metrics_csv
 from gan.metrics import class_statistics, precision_recall
 from helpers.mnist_files import make_tiny_mnist, real_mnist_root

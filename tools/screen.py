@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gan.checkpoint import load_checkpoint
+from gan.columns import DIGITS
 from gan.config import Config, to_config
 from gan.evaluator import Evaluator
 from gan.step import GanStep, ema_weight, update_ema
@@ -46,7 +47,7 @@ class StepWithExtraEmas:
 
 
 def describe(scores: dict[str, float]) -> str:
-    shares = [100 * scores[f"class_{d}"] for d in range(10)]
+    shares = [100 * scores[f"class_{d}"] for d in range(DIGITS)]
     return (f"FID {scores['fid']:.2f}, recall {scores['recall']:.3f}, precision {scores['precision']:.3f}, "
             f"digits {min(shares):.1f}-{max(shares):.1f}% ({', '.join(f'{s:.1f}' for s in shares)})")
 
