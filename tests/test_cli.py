@@ -8,7 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
-from helpers.runs import run_script
+from helpers.runs import config, run_script
 
 pytestmark = pytest.mark.slow  # every test here starts Python processes
 
@@ -42,8 +42,8 @@ def test_train_writes_checkpoint_grid_plot_record_and_status(trained_run):
 def test_print_composed_config_shows_the_briefs_recipe():
     result = run_script("train.py", "--cfg", "job")
     assert result.returncode == 0, result.stderr
-    composed = yaml.safe_load(result.stdout)
-    assert (composed["optim"]["lr"], composed["data"]["batch_size"], composed["epochs"]) == (0.0002, 64, 50)
+    composed, default = yaml.safe_load(result.stdout), config()
+    assert (composed["optim"]["lr"], composed["data"]["batch_size"], composed["epochs"]) == (default.optim.lr, default.data.batch_size, default.epochs)
     assert yaml.safe_load(run_script("train.py", "--cfg", "job", "optim.lr=0.0001").stdout)["optim"]["lr"] == 0.0001
 
 

@@ -173,15 +173,27 @@ def test_a_conditional_step_draws_fake_labels_uniformly_and_judges_real_images_b
     assert not torch.equal(d_update(real_labels), d_update(real_labels.roll(1))), "the real labels reach D"
 
 
-@pytest.mark.parametrize("r1_batch", [16, None])
-def test_r1_runs_under_a_flop_counter(r1_batch):
-    """The throughput benchmark counts FLOPs with module hooks, which refuse a leaf tensor as D's input."""
+def test_r1_costs_what_its_formula_says_under_a_flop_counter():
+    """The throughput benchmark counts FLOPs with module hooks, which refuse a leaf tensor as D's input.
+
+    The R1 term is D's forward on the penalized images (F = 2 x images x the sum of in x out over D's
+    layers), their input gradient (about F), and the penalty's backward through both (about 2F each, less
+    the input gradient of the images themselves): between 4F and 6F, and proportional to the images."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step = make_step(r1_gamma=1.0, r1_batch=r1_batch)
-    with FlopCounterMode(display=False) as counter:
-        stats = step(fixed_batch(), None, 0)
-    assert torch.isfinite(stats).all() and counter.get_total_flops() > 0
+    def step_flops(**options) -> int:
+        step = make_step(**options)
+        with FlopCounterMode(display=False) as counter:
+            assert torch.isfinite(step(fixed_batch(), None, 0)).all()
+        return counter.get_total_flops()
+
+    without_r1 = step_flops(r1_gamma=0.0)
+    r1 = {n: step_flops(r1_gamma=1.0, r1_batch=n) - without_r1 for n in (16, 64)}
+    model = make_step().discriminator.net
+    weights = sum(layer.in_features * layer.out_features for layer in model.modules() if isinstance(layer, torch.nn.Linear))
+    forward = 2 * 16 * weights
+    assert 4 * forward <= r1[16] <= 6 * forward, (r1[16], forward)
+    assert r1[64] == 4 * r1[16]
 
 
 @pytest.mark.slow  # fp16 autocast is slow on CPUs without fp16 units
