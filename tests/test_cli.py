@@ -43,7 +43,8 @@ def test_print_composed_config_shows_the_briefs_recipe():
     result = run_script("train.py", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     composed, default = yaml.safe_load(result.stdout), config()
-    assert (composed["optim"]["lr"], composed["data"]["batch_size"], composed["epochs"]) == (default.optim.lr, default.data.batch_size, default.epochs)
+    shown = (composed["optim"]["lr"], composed["data"]["batch_size"], composed["epochs"])
+    assert shown == (default.optim.lr, default.data.batch_size, default.epochs)
     assert yaml.safe_load(run_script("train.py", "--cfg", "job", "optim.lr=0.0001").stdout)["optim"]["lr"] == 0.0001
 
 
