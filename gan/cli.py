@@ -25,6 +25,7 @@ STARTING = "interrupted while starting, before any training; no checkpoint was w
 
 def _exit_while_starting(signum: int, frame: Any) -> None:
     sys.stderr.write(f"error: {STARTING}\n")
+    sys.stderr.flush()
     os._exit(130)
 
 
@@ -43,9 +44,9 @@ def run_app(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises composition errors to us instead of printing them
     try:
         main()
-    except KeyboardInterrupt:
-        sys.stderr.write(f"error: {STARTING}\n")
-        sys.exit(130)
+    except KeyboardInterrupt:  # before the job took over (it says its own line): a half-imported library may not shut down cleanly
+        sys.stdout.flush()
+        _exit_while_starting(signal.SIGINT, None)
     except (HydraException, OmegaConfBaseException) as err:
         if full_traces:
             raise

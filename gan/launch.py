@@ -1,5 +1,6 @@
-"""What train.py does as a Hydra job: lock the run directory, check the config, write the launch's record,
-train, and turn every failure into one sentence.
+"""What train.py does as a Hydra job: check the config, hand it to gan/run.py (which owns the run
+directory: its lock, the launch's record and status.json), and turn every failure into one sentence and
+an exit code.
 
 Nothing is written into a run directory before its lock is held and its config is valid (Hydra's own
 ``.hydra/`` output is off: see conf/config.yaml), so a refused launch leaves an existing run as it was.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,9 +25,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gan.config import check_group_choices, to_config
-from gan.errors import GanError
-from gan.run import train
-from gan.rundir import RunState, locked_run_directory, record_refusal
+from gan.errors import GanError, exit_with
+from gan.run import refuse, train
+from gan.rundir import RunState
 from gan.signals import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -61,38 +63,32 @@ def launch(cfg: DictConfig) -> float | None:
     """Run one Hydra job of train.py; returns the final FID (EMA), which optimizing sweepers such as Optuna minimize."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record = _record_files(cfg, hydra_cfg)
     try:
-        with locked_run_directory(run_dir):
-            try:
-                config = to_config(cfg)
-                check_group_choices(hydra_cfg.overrides.task, hydra_cfg.runtime.choices)
-            except GanError as err:
-                record_refusal(run_dir, record, RunState("failed", 0, cfg.get("epochs"), str(err)))
-                raise
-            final = train(config, run_dir, record=record, **_tracking_names(cfg, hydra_cfg, run_dir))
-            return final.get("fid")
-    except TrainingInterrupted as stopped:
-        _log_to_files(f"error: {stopped}")
-        print(f"error: {stopped}", file=sys.stderr)
-        sys.exit(stopped.exit_code)
-    except KeyboardInterrupt:  # before train() took over the run directory: nothing of this launch is there yet
-        message = f"interrupted before training started; nothing was trained, and {run_dir} is as it was."
-        _log_to_files(f"error: {message}")
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(130)
+        try:
+            config = to_config(cfg)
+            check_group_choices(hydra_cfg.overrides.task, hydra_cfg.runtime.choices)
+        except GanError as err:
+            refuse(run_dir, record, RunState("failed", 0, cfg.get("epochs"), str(err)))
+            raise
+        return train(config, run_dir, record=record, **_tracking_names(cfg, hydra_cfg, run_dir)).get("fid")
+    except KeyboardInterrupt:  # before train() took the run directory: nothing of this launch is there yet
+        return _report(TrainingInterrupted(f"interrupted before training started; nothing was trained, and {run_dir} is as it was.",
+                                           signal.SIGINT), hydra_cfg, run_dir)
     except GanError as err:
-        _log_to_files(f"error: {err}")
-        if not multirun:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(getattr(err, "exit_code", 1))
-        job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
-        print(f"error: {job}: {err}", file=sys.stderr)
-        with open(run_dir.parent / FAILED_JOBS, "a") as failed:
-            failed.write(json.dumps({"time": time.time(), "job": hydra_cfg.job.num, "dir": str(run_dir),
-                                     "overrides": list(hydra_cfg.overrides.task), "reason": str(err)}) + "\n")
-        return None
+        return _report(err, hydra_cfg, run_dir)
+
+
+def _report(err: GanError, hydra_cfg: DictConfig, run_dir: Path) -> None:
+    """Say why the job ended, in train.log and on stderr, and exit with its code; in a multirun a failed job is
+    recorded instead and the sweep goes on (a stop request still ends the whole sweep)."""
+    _log_to_files(f"error: {err}")
+    if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(err, TrainingInterrupted):
+        exit_with(err)
+    print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {err}", file=sys.stderr)
+    with open(run_dir.parent / FAILED_JOBS, "a") as failed:
+        failed.write(json.dumps({"time": time.time(), "job": hydra_cfg.job.num, "dir": str(run_dir),
+                                 "overrides": list(hydra_cfg.overrides.task), "reason": str(err)}) + "\n")
 
 
 def _usable_folder(path: Path, key: str) -> None:

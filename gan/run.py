@@ -52,6 +52,13 @@ def check_run_directory(run_dir: Path, resume: str | None) -> None:
                        f"continue that checkpoint in a new folder (hydra.run.dir=NEW resume={resume}).")
 
 
+def refuse(run_dir: Path, record: dict[str, str] | None, state: RunState) -> None:
+    """Record a launch that cannot start, holding the run directory: a new folder says why (its record and
+    status.json); an existing run stays as it was."""
+    with locked_run_directory(run_dir):
+        record_refusal(run_dir, record, state)
+
+
 def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None,
           swept: dict[str, Any] | None = None, record: dict[str, str] | None = None) -> dict[str, float]:
     """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.

@@ -97,9 +97,9 @@ def locked_run_directory(run_dir: Path) -> Iterator[None]:
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether some process holds ``run_dir`` now (a training run in progress)."""
+    """Whether another process holds ``run_dir`` now (a training run in progress)."""
     path = run_dir / LOCK_NAME
-    if fcntl is None or not path.is_file():
+    if fcntl is None or not path.is_file() or run_dir.resolve() in _held:
         return False
     with open(path) as lock_file:
         try:

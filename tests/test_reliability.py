@@ -182,7 +182,9 @@ def test_a_second_run_in_a_busy_directory_stops_at_once_and_a_stale_lock_is_take
         assert first.poll() is None, "the first run goes on"
     # killed without clean-up: the lock file still names the dead process
     assert f"pid {first.pid}" in (run_dir / ".lock").read_text()
-    run_quick(data, run_dir, "epochs=1", "data.subset=640")
+    with pytest.raises(GanError, match=rf"{run_dir} already holds a run that stopped at epoch \d+ of 50; continue it with resume=auto"):
+        run_quick(data, run_dir, "epochs=1", "data.subset=640")
+    run_quick(data, run_dir, f"epochs={last_checkpoint(run_dir)['epoch'] + 1}", "resume=auto")
     assert (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns > before
 
 
