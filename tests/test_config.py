@@ -125,7 +125,7 @@ def test_seed_replica_is_the_reference_recipe_and_differs_from_the_default_where
     assert replica.optim.betas == [0.9, 0.999] and replica.optim.lr == pytest.approx(2e-4)
     assert (replica.train.d_updates, replica.train.label_smoothing, replica.train.r1_gamma) == ("separate", 0.0, 0.0)
     assert (replica.model.d_dropout, replica.epochs, replica.data.batch_size) == (0.0, 50, 64)
-    assert (default.train.d_updates, default.train.label_smoothing, default.train.r1_gamma) == ("joint", 0.1, 1.0)
+    assert (default.train.d_updates, default.train.label_smoothing, default.train.r1_gamma) == ("joint", 0.1, 10.0)
     assert default.model.d_mbstd_group == 4 and replica.model.d_mbstd_group == 0
     assert dataclasses.replace(default.model, d_mbstd_group=0) == replica.model and default.data.batch_size == replica.data.batch_size
 

@@ -45,13 +45,12 @@ def test_three_epochs_on_real_mnist_learn(tmp_path):
 
 
 def test_the_briefs_learning_rate_does_not_collapse(tmp_path):
-    # `python train.py optim.lr=0.0001`: with R1 gamma 1, D won the first epochs and G drew two or three
-    # digits with recall 0 from epoch 2 on, never recovering (docs/results.md, "Why lr 0.0001 collapsed").
-    # The default's R1 keeps the digits in play from the second epoch: seed 0 measured 7 classes at >= 5% of
-    # 2,000 samples and recall 0.079 at epoch 2 (fp32), against 3 classes and recall 0.000 with gamma 1 and
-    # 6 classes and recall 0.004 with gamma 4, which recovered only slowly.
+    # `python train.py optim.lr=0.0001`: with R1 gamma 1, D won the first epochs and G drew two or three digit
+    # classes with recall 0 from epoch 2 on, never recovering (docs/results.md, "Why lr 0.0001 collapsed"). The
+    # default's R1 keeps every digit in play: after 3 epochs seed 0 drew 9 classes at >= 5% of 2,000 samples, in
+    # fp32 and in bf16 alike.
     root = real_mnist_root()
-    cfg = config("optim.lr=0.0001", "epochs=2", f"data.root={root}", "device=cpu", "wandb.mode=disabled",
-                 "eval.every=2", "eval.n_samples=2000", "eval.final_n_samples=2000")
+    cfg = config("optim.lr=0.0001", "epochs=3", f"data.root={root}", "device=cpu", "wandb.mode=disabled",
+                 "eval.every=3", "eval.n_samples=2000", "eval.final_n_samples=2000")
     final = train(cfg, tmp_path)
-    assert final["classes_over_5pct"] >= 6 and final["recall"] >= 0.02, final
+    assert final["classes_over_5pct"] >= 7 and final["recall"] >= 0.03, final
