@@ -1,9 +1,11 @@
 """What happens after each epoch, in order: the sample grid, the evaluation, the files and the tracker.
 
 A hook is called as ``hook(run, record)`` with :class:`EpochEnd`, the part of the run a hook may read,
-and the epoch's record (a dict in ``run.history``), to which it may add columns. The loop runs the hooks
-with the training RNG set aside, so whatever they draw leaves the training itself unchanged. Add one by
-appending its class to ``EPOCH_HOOKS`` (docs/architecture.md).
+and the epoch's record (a dict in ``run.history``), to which it may add columns; it returns a :class:`Stop`
+to end the run after this epoch's checkpoint, else None. The loop runs the hooks with the training RNG set
+aside, so whatever they draw leaves the training itself unchanged. Add one by appending its class to
+``EPOCH_HOOKS`` (docs/architecture.md); a hook that needs arguments (a study's trial) is handed to
+:func:`epoch_hooks`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from gan.sampling import generate, noise, save_grid, to_uint8, write_progress_gi
 from gan.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A hook's request to end the run after this epoch: the status it leaves (stopped, pruned) and why."""
+
+    status: str
+    reason: str
 
 
 @dataclass
@@ -121,16 +131,17 @@ class CollapseWatch:
     """After an evaluation: a collapse that does not heal (gan/collapse.py) is said once, in the log, the
     epoch's record (``collapsed_at``, so metrics.csv) and the tracker; RunFiles puts it in status.json."""
 
-    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> None:
+    def __call__(self, run: EpochEnd, record: dict[str, Any]) -> Stop | None:
         if "recall" not in record or first_collapse(run.history[:-1]) is not None:
-            return
+            return None
         collapse = find_collapse(run.history)
         if collapse is None:
-            return
+            return None
         record["collapsed_at"] = collapse.epoch
-        stop = "train.on_collapse=stop ends the run here" if run.cfg.train.on_collapse == "stop" else "train.on_collapse=stop would end it"
-        log.warning("%s (%s)", collapse.describe(), stop)
+        stop = run.cfg.train.on_collapse == "stop"
+        log.warning("%s (%s)", collapse.describe(), "train.on_collapse=stop ends the run here" if stop else "train.on_collapse=stop would end it")
         run.tracker.log({"collapsed_at": collapse.epoch}, run.step)
+        return Stop("stopped", collapse.describe()) if stop else None
 
 
 class RunFiles:
@@ -148,3 +159,9 @@ class RunFiles:
 
 
 EPOCH_HOOKS = (SampleGrid, Evaluation, CollapseWatch, RunFiles)
+
+
+def epoch_hooks(*extra: Any) -> list[Any]:
+    """The hooks of ``EPOCH_HOOKS``, with ``extra`` ones (instances) after the evaluation and before RunFiles writes the epoch."""
+    hooks = [hook() for hook in EPOCH_HOOKS]
+    return hooks[:-1] + list(extra) + hooks[-1:]

@@ -29,6 +29,7 @@ from gan.errors import GanError, exit_with
 from gan.run import refuse, train
 from gan.rundir import RunState
 from gan.signals import TrainingInterrupted
+from gan.study import TRIAL_FILE, TrialReport, open_trial
 
 log = logging.getLogger(__name__)
 FAILED_JOBS = "failed_jobs.jsonl"
@@ -60,23 +61,44 @@ def _tracking_names(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> di
 
 
 def launch(cfg: DictConfig) -> float | None:
-    """Run one Hydra job of train.py; returns the final FID (EMA), which optimizing sweepers such as Optuna minimize."""
+    """Run one Hydra job of train.py; returns the final FID (EMA). A trial of an Optuna study (hydra/sweeper=optuna)
+    also reports its evaluations to the study and tells it how it ended."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     record = _record_files(cfg, hydra_cfg)
+    trial: TrialReport | None = None
     try:
         try:
+            trial = open_trial(hydra_cfg.get("sweeper"))  # first, so that a trial whose config is refused says why in the study
             config = to_config(cfg)
             check_group_choices(hydra_cfg.overrides.task, hydra_cfg.runtime.choices)
         except GanError as err:
             refuse(run_dir, record, RunState("failed", 0, cfg.get("epochs"), str(err)))
             raise
-        return train(config, run_dir, record=record, **_tracking_names(cfg, hydra_cfg, run_dir)).get("fid")
+        names = _tracking_names(cfg, hydra_cfg, run_dir)
+        hooks: tuple[Any, ...] = ()
+        tags: tuple[str, ...] = ()
+        if trial is not None:
+            record[TRIAL_FILE] = _trial_record(trial)
+            names["swept"]["trial"] = trial.number
+            hooks, tags = (trial,), (f"trial:{trial.number}",)
+        final = train(config, run_dir, record=record, extra_hooks=hooks, tags=tags, **names)
+        if trial is not None:
+            trial.finish(final)
+        return final.get("fid")
     except KeyboardInterrupt:  # before train() took the run directory: nothing of this launch is there yet
         return _report(TrainingInterrupted(f"interrupted before training started; nothing was trained, and {run_dir} is as it was.",
                                            signal.SIGINT), hydra_cfg, run_dir)
     except GanError as err:
+        if trial is not None and not isinstance(err, TrainingInterrupted):  # a stopped trial is the sweeper's to retry
+            trial.finish(None, error=str(err))
         return _report(err, hydra_cfg, run_dir)
+
+
+def _trial_record(trial: TrialReport) -> str:
+    """.hydra/trial.json, beside the launch's config: which study and trial this job is, and the parameters the study chose."""
+    return json.dumps({"study": trial.settings.study_name, "storage": trial.settings.storage,
+                       "trial": trial.number, "params": trial.trial.params}, indent=2) + "\n"
 
 
 def _report(err: GanError, hydra_cfg: DictConfig, run_dir: Path) -> None:

@@ -27,6 +27,7 @@ from gan.columns import DIGITS, HIGHER_IS_BETTER, REPORT_COLUMNS
 from gan.errors import GanError, exit_on_user_error
 from gan.history import read_metrics_csv
 from gan.rundir import RunState, read_status
+from gan.study_report import is_study, write_study_summary
 
 
 def _job_sort_key(path: Path) -> tuple[float, str]:
@@ -204,13 +205,16 @@ def write_summary(directories: Path | list[Path], metric: str | None = None, par
     """Write summary.md/.csv/.png of the runs into ``out`` (default: the first directory) and return the table.
 
     Jobs are ranked by ``metric`` (default: fid when evaluated, else g_loss) and plotted against ``param``;
-    only finished jobs are ranked and averaged over seeds, unless ``include_unfinished``.
+    only finished jobs are ranked and averaged over seeds, unless ``include_unfinished``. The folder of an
+    Optuna study (hydra/sweeper=optuna) gets its trials' summary instead (gan/study_report.py).
     """
     directories = [directories] if isinstance(directories, Path) else list(directories)
     for directory in directories:
         if not directory.is_dir():
             raise GanError(f"{directory} {'is not a folder' if directory.exists() else 'does not exist'}; "
                            f"pass a multirun sweep directory (outputs/multirun/DATE/TIME) or run directories.")
+    if len(directories) == 1 and is_study(directories[0]):  # a sweep of hydra/sweeper=optuna: its trials
+        return write_study_summary(directories[0], out)
     rows = collect(directories)
     if not rows:
         raise GanError(f"no Hydra jobs (*/.hydra/overrides.yaml) under {', '.join(map(str, directories))}; "

@@ -60,13 +60,15 @@ def refuse(run_dir: Path, record: dict[str, str] | None, state: RunState) -> Non
 
 
 def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: str | None = None,
-          swept: dict[str, Any] | None = None, record: dict[str, str] | None = None) -> dict[str, float]:
+          swept: dict[str, Any] | None = None, record: dict[str, str] | None = None, extra_hooks: tuple[Any, ...] = (),
+          tags: tuple[str, ...] = ()) -> dict[str, float]:
     """Train the GAN described by ``cfg`` into ``run_dir``, tracked in W&B; returns the last epoch's record.
 
     ``run_name`` and ``run_group`` name the W&B run unless ``cfg.wandb`` sets them; a run with a group is
     a sweep job (its job type and a tag say so). ``swept`` (e.g. {"optim.lr": 0.0001}) is also put at the
     top level of the W&B config, where the dashboard's group-by and parallel coordinates find it.
     ``record`` (file name -> YAML text) is the launch's record, written into ``.hydra/`` once the run can start.
+    ``extra_hooks`` run after each epoch's evaluation (a study's trial report); ``tags`` go to the W&B run.
     """
     try:
         with locked_run_directory(run_dir):
@@ -75,7 +77,7 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
                 checkpoint = resume_checkpoint(cfg.resume, run_dir / "checkpoints")
                 if checkpoint is not None and not check_epochs(checkpoint, cfg):
                     return checkpoint["history"][-1] if checkpoint["history"] else {}
-                trainer = Trainer(cfg, run_dir, checkpoint)
+                trainer = Trainer(cfg, run_dir, checkpoint, extra_hooks)
             except GanError as err:
                 record_refusal(run_dir, record, RunState("failed", 0, cfg.epochs, str(err)))
                 raise
@@ -87,7 +89,7 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
             if record is not None:
                 write_launch_record(run_dir, record)
             write_status(run_dir, RunState("running", trainer.epoch, cfg.epochs))
-            sweep_tags = (f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()
+            sweep_tags = ((f"sweep:{'/'.join(Path(run_group).parts[-2:])}"[:64],) if run_group else ()) + tags
             # "resolved": what device=auto and train.precision=auto came to on this machine, to compare runs by.
             resolved = {"resolved": {"device": trainer.device.type, "precision": trainer.gan_step.precision}}
             tracker = start_wandb(cfg.wandb, run_dir, {**asdict(cfg), **resolved, **(swept or {})}, run_name, run_group,
@@ -96,8 +98,9 @@ def train(cfg: Config, run_dir: Path, run_name: str | None = None, run_group: st
             try:
                 result = trainer.fit(tracker)
                 collapse = first_collapse(trainer.history)
-                exit_code, state = 0, RunState("stopped" if trainer.stopped_for_collapse else "finished", trainer.epoch, cfg.epochs,
-                                               collapse.describe() if collapse else None)
+                stopped = trainer.stopped
+                exit_code, state = 0, RunState(stopped.status if stopped else "finished", trainer.epoch, cfg.epochs,
+                                               stopped.reason if stopped else collapse.describe() if collapse else None)
                 return result
             except TrainingInterrupted as stopped:
                 exit_code, state = stopped.exit_code, RunState("stopped", trainer.epoch, cfg.epochs, str(stopped))

@@ -142,7 +142,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
 # -- status.json ---------------------------------------------------------------------------------
 @dataclass
 class RunState:
-    status: str  # running | finished | stopped | failed | unknown
+    status: str  # running | finished | stopped | pruned (a study's pruner ended it) | failed | unknown
     epoch: int | None = None  # completed epochs
     epochs: int | None = None  # the epochs the run was asked for
     reason: str | None = None
@@ -153,6 +153,8 @@ class RunState:
             return f"stopped at epoch {self.epoch} of {self.epochs}{collapsed}"
         if self.status == "finished":
             return f"finished{collapsed}"
+        if self.status == "pruned" and self.epoch is not None and self.epochs is not None:
+            return f"pruned at epoch {self.epoch} of {self.epochs}"
         if self.status == "failed" and self.reason:
             return f"failed: {self.reason}"
         return self.status

@@ -29,7 +29,7 @@ from gan.config import Config
 from gan.data import training_data
 from gan.device import resolve_device
 from gan.errors import GanError
-from gan.hooks import EPOCH_HOOKS, EpochEnd
+from gan.hooks import EpochEnd, Stop, epoch_hooks
 from gan.models import build_discriminator, build_generator
 from gan.sampling import grid_inputs
 from gan.signals import StopRequests
@@ -62,7 +62,7 @@ def rng_set_aside(device: torch.device) -> Iterator[None]:
 class Trainer:
     """Builds the models, data and step of a config (and the checkpoint it resumes), and runs the loop."""
 
-    def __init__(self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None, extra_hooks: tuple[Any, ...] = ()) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.device.name)
@@ -80,7 +80,7 @@ class Trainer:
         self.gan_step = GanStep(self.generator, self.discriminator, self.generator_ema, cfg.optim, cfg.train,
                                 self.batch_size, self.device)
         self.fixed_noise, self.fixed_labels = grid_inputs(cfg.grid_size, self.generator, seed=cfg.seed)
-        self.hooks = [hook() for hook in EPOCH_HOOKS]
+        self.hooks = epoch_hooks(*extra_hooks)
         self.tracker: Tracker = NoTracker()
         self.stop_requests = StopRequests()
 
@@ -90,7 +90,7 @@ class Trainer:
         self.trace: list[list[float]] = []  # [step, *STATS] per logging window
         self.progress: EpochProgress | None = None
         self.tracker_run_id: str | None = None
-        self.stopped_for_collapse = False
+        self.stopped: Stop | None = None  # a hook ended the run early (a collapse, a pruned trial)
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
             log.info("resumed after epoch %d, step %d", self.epoch, self.step)
@@ -111,13 +111,12 @@ class Trainer:
                 # 3. Hooks: sample grid, evaluation, metrics.csv and plots, tracking.
                 with rng_set_aside(self.device):
                     view = self.epoch_end()
-                    for hook in self.hooks:
-                        hook(view, record)
+                    stops = [stop for hook in self.hooks if (stop := hook(view, record)) is not None]
                 # 4. The checkpoint, last: it is the promise that everything above happened.
                 self.save()
-                if "collapsed_at" in record and self.cfg.train.on_collapse == "stop":
-                    log.warning("stopped after epoch %d for the collapse (train.on_collapse=stop); its checkpoints are kept", self.epoch)
-                    self.stopped_for_collapse = True
+                if stops:
+                    self.stopped = stops[0]
+                    log.warning("%s after epoch %d (the hook said why above); its checkpoints are kept", self.stopped.status, self.epoch)
                     break
         return self.history[-1] if self.history else {}
 
