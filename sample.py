@@ -15,7 +15,8 @@ from omegaconf import DictConfig  # noqa: E402
 
 from gan.config import to_config  # noqa: E402
 from gan.errors import exit_on_user_error  # noqa: E402
-from gan.sampling import generate, load_generator, noise, sample_labels, save_samples  # noqa: E402
+from gan.export import load_generator  # noqa: E402
+from gan.sampling import generate, noise, sample_labels, save_samples  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

@@ -17,8 +17,8 @@ import torch
 
 from benchmarks.common import machine, train_config
 from gan.evaluator import Evaluator
+from gan.export import load_generator
 from gan.models import build_generator
-from gan.sampling import load_generator
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {"compose": "gan.config", "Discriminator": "gan.models", "Generator": "gan.models", "MlpDiscriminator": "gan.models",
-            "MlpGenerator": "gan.models", "generate_and_plot_samples": "gan.sampling", "load_generator": "gan.sampling"}
+            "MlpGenerator": "gan.models", "generate_and_plot_samples": "gan.sampling", "load_generator": "gan.export"}
 __all__ = sorted(_EXPORTS)
 
 

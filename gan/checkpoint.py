@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan.config import ModelConfig
+from gan.config import ModelConfig, model_config
 from gan.errors import GanError
+from gan.models import Generator, build_generator
 from gan.rundir import replace_atomically
 
 log = logging.getLogger(__name__)
@@ -218,3 +219,12 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], ckpt: dict[s
             f"run with the overrides it was trained with: {overrides or '(not recorded)'}."
         )
     module.load_state_dict(state)
+
+
+def checkpoint_generator(path: str | Path, ema: bool = True) -> Generator:
+    """The generator a train.py checkpoint holds (its EMA weights by default), built from the checkpoint's own model config."""
+    ckpt = load_checkpoint(path)
+    model_cfg = model_config(ckpt["config"]["model"])
+    generator = build_generator(model_cfg)
+    load_weights(generator, ckpt["generator_ema" if ema else "generator"], ckpt, model_cfg, "generator")
+    return generator.eval()

@@ -5,8 +5,8 @@ load), ``config.json`` (what rebuilds it: the model config, latent size, classes
 range), ``README.md`` (a model card generated from the run: recipe, final evaluation, a sample grid,
 how to load it), ``samples.png``, and optionally ``generator.onnx`` (a dynamic batch axis, and the digit
 as a second input for conditional models). The folder is written beside its destination and renamed
-into place, so a failure leaves nothing half-written. ``gan.sampling.load_generator`` (and so ``sample.py``)
-reads such a folder wherever it reads a checkpoint.
+into place, so a failure leaves nothing half-written. :func:`load_generator` (and so ``sample.py``) reads
+such a folder wherever it reads a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from typing import Any
 
 import torch
 
-from gan.checkpoint import load_checkpoint
+from gan.checkpoint import checkpoint_generator, load_checkpoint
 from gan.columns import DIGITS, METRICS
 from gan.config import model_config
+from gan.device import resolve_device
 from gan.errors import GanError
 from gan.models import IMAGE_SHAPE, Generator, build_generator
-from gan.sampling import EXPORT_FORMAT, generate, noise, sample_labels, save_grid
+from gan.sampling import generate, noise, sample_labels, save_grid
 
+EXPORT_FORMAT = "mnist-gan-generator"  # config.json's "format" in a folder this module writes
 FORMATS = ("safetensors", "onnx")
 RECIPE_KEYS = {"optim": None, "data": ("batch_size",), "train": ("d_updates", "label_smoothing", "ema_decay", "r1_gamma", "r1_every", "r1_batch")}
 
@@ -189,3 +191,39 @@ def upload(folder: Path, repo_id: str) -> str:
     api.create_repo(repo_id, repo_type="model", exist_ok=True)
     api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload an MNIST GAN generator")
     return f"https://huggingface.co/{repo_id}"
+
+
+def load_generator(checkpoint: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
+    """The generator (EMA weights by default) of a train.py checkpoint, or of a folder export.py wrote, in eval mode on ``device``."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    generator = load_export(Path(checkpoint)) if Path(checkpoint).is_dir() else checkpoint_generator(checkpoint, ema)
+    return generator.to(device)
+
+
+def load_export(folder: Path) -> Generator:
+    """The generator of a folder export.py wrote (config.json and model.safetensors; the weights it exported)."""
+    from safetensors.torch import load_file
+
+    missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise GanError(f"{folder} is a folder without {' and '.join(missing)}, so it is not an export; pass a checkpoints/*.pt file "
+                       f"or a folder written by export.py.")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"format {config.get('format')!r}")
+        generator = build_generator(model_config(config["model"]))
+        weights = load_file(folder / "model.safetensors")
+        expected = generator.state_dict()
+        differing = sorted(k for k in expected.keys() | weights.keys()
+                           if k not in expected or k not in weights or expected[k].shape != weights[k].shape)
+        if differing:
+            raise GanError(f"{folder}/model.safetensors does not match its config.json (differing weights: {', '.join(differing[:4])}"
+                           f"{', ...' if len(differing) > 4 else ''}); export it again with `python export.py checkpoint=... out=...`.")
+        generator.load_state_dict(weights)
+    except GanError:
+        raise
+    except Exception as err:  # a damaged or foreign folder fails anywhere in json, safetensors or load_state_dict
+        raise GanError(f"{folder} is not a readable generator export ({type(err).__name__}); export it again with "
+                       f"`python export.py checkpoint=... out=...`.") from None
+    return generator.eval()

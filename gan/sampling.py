@@ -1,4 +1,6 @@
-"""Drawing samples: image grids, raw tensors, a notebook helper, and loading a trained generator.
+"""Drawing samples: noise, image grids, the progress GIF, raw tensors, files and a notebook helper.
+
+Loading a trained generator is :func:`gan.export.load_generator` (a checkpoint or an export folder).
 
 A conditional generator (``num_classes`` > 0) draws the digits it is asked for: ``labels`` in
 :func:`generate`, ``digit`` in :func:`sample_labels` and :func:`generate_and_plot_samples`.
@@ -6,7 +8,6 @@ A conditional generator (``num_classes`` > 0) draws the digits it is asked for: 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,14 +16,10 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from gan.checkpoint import is_checkpoint, load_checkpoint, load_weights
-from gan.config import model_config
-from gan.device import resolve_device
+from gan.checkpoint import is_checkpoint
 from gan.errors import GanError
-from gan.models import Generator, build_generator
+from gan.models import Generator
 from gan.rundir import replace_atomically
-
-EXPORT_FORMAT = "mnist-gan-generator"  # config.json's "format" in a folder export.py writes
 
 
 def noise(n: int, latent_dim: int, seed: int | None = None) -> torch.Tensor:
@@ -166,44 +163,3 @@ def generate_and_plot_samples(generator: Generator, n: int = 16, seed: int | Non
             axes.imshow(images[i, 0].numpy(), cmap="gray", vmin=-1, vmax=1)
     figure.tight_layout()
     return figure
-
-
-def load_generator(checkpoint: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
-    """The generator (EMA weights by default) of a train.py checkpoint, or of a folder export.py wrote, in eval mode on ``device``."""
-    device = resolve_device(device) if isinstance(device, str) else device
-    if Path(checkpoint).is_dir():
-        return _load_export(Path(checkpoint)).to(device)
-    ckpt = load_checkpoint(checkpoint)
-    model_cfg = model_config(ckpt["config"]["model"])
-    generator = build_generator(model_cfg)
-    load_weights(generator, ckpt["generator_ema" if ema else "generator"], ckpt, model_cfg, "generator")
-    return generator.to(device).eval()
-
-
-def _load_export(folder: Path) -> Generator:
-    """The generator of a folder export.py wrote (config.json and model.safetensors; the weights it exported)."""
-    from safetensors.torch import load_file
-
-    missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
-    if missing:
-        raise GanError(f"{folder} is a folder without {' and '.join(missing)}, so it is not an export; pass a checkpoints/*.pt file "
-                       f"or a folder written by export.py.")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"format {config.get('format')!r}")
-        generator = build_generator(model_config(config["model"]))
-        weights = load_file(folder / "model.safetensors")
-        expected = generator.state_dict()
-        differing = sorted(k for k in expected.keys() | weights.keys()
-                           if k not in expected or k not in weights or expected[k].shape != weights[k].shape)
-        if differing:
-            raise GanError(f"{folder}/model.safetensors does not match its config.json (differing weights: {', '.join(differing[:4])}"
-                           f"{', ...' if len(differing) > 4 else ''}); export it again with `python export.py checkpoint=... out=...`.")
-        generator.load_state_dict(weights)
-    except GanError:
-        raise
-    except Exception as err:  # a damaged or foreign folder fails anywhere in json, safetensors or load_state_dict
-        raise GanError(f"{folder} is not a readable generator export ({type(err).__name__}); export it again with "
-                       f"`python export.py checkpoint=... out=...`.") from None
-    return generator.eval()

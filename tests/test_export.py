@@ -14,8 +14,8 @@ from PIL import Image
 import gan.export
 from gan.checkpoint import load_checkpoint
 from gan.errors import GanError
-from gan.export import export_generator, upload
-from gan.sampling import generate, load_generator, noise, sample_labels
+from gan.export import export_generator, load_generator, upload
+from gan.sampling import generate, noise, sample_labels
 from helpers.runs import EVALUATED, run_quick, run_script
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from gan.evaluator import Evaluator
+from gan.export import load_generator
 from gan.models import build_generator
 from gan.run import train
-from gan.sampling import generate, load_generator, noise
+from gan.sampling import generate, noise
 from helpers.mnist_files import real_mnist_root
 from helpers.runs import config, quick_config
 
