@@ -134,6 +134,8 @@ class TrainConfig:
     label_smoothing: float = MISSING  # one-sided: D's target for real images is 1 - label_smoothing
     ema_decay: float = MISSING  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t))
     r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
+    r1_gamma_end: float | None = MISSING  # null: gamma stays r1_gamma; else it moves linearly there over r1_decay_epochs
+    r1_decay_epochs: int = MISSING  # epochs over which gamma moves from r1_gamma to r1_gamma_end
     r1_every: int = MISSING  # lazy R1: the penalty every N steps, weighted by N
     r1_batch: int | None = MISSING  # real images the penalty is estimated on: the batch's first N (null: all)
     # auto (bf16 on a CPU with bf16 matmuls, else fp32) | fp32 | tf32 (CUDA's fp32 matmuls on TF32 tensor cores) | bf16 | fp16
@@ -150,6 +152,11 @@ class TrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}.")
         _require(self.r1_gamma >= 0, f"train.r1_gamma must be 0 or more, got {self.r1_gamma}.")
+        _require(self.r1_gamma_end is None or self.r1_gamma_end >= 0,
+                 f"train.r1_gamma_end must be 0 or more, or null to keep train.r1_gamma, got {self.r1_gamma_end}.")
+        _require(self.r1_decay_epochs >= 0, f"train.r1_decay_epochs must be 0 or more, got {self.r1_decay_epochs}.")
+        _require(self.r1_gamma_end is None or self.r1_decay_epochs > 0,
+                 f"train.r1_gamma_end={self.r1_gamma_end} needs train.r1_decay_epochs of 1 or more (the epochs gamma takes to get there).")
         _require(self.r1_every > 0, f"train.r1_every must be positive, got {self.r1_every}.")
         _require(self.r1_batch is None or self.r1_batch > 0, f"train.r1_batch must be positive or null, got {self.r1_batch}.")
         _require_choice(self.precision, PRECISIONS, "train.precision")

@@ -77,6 +77,14 @@ def update_ema(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -
         ema_buffer.copy_(buffer)
 
 
+def r1_gamma_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """R1's gamma at ``step``: ``r1_gamma``, or on its linear way to ``r1_gamma_end`` over ``r1_decay_epochs``."""
+    if cfg.r1_gamma_end is None:
+        return cfg.r1_gamma
+    done = min(step / (cfg.r1_decay_epochs * steps_per_epoch), 1.0)
+    return cfg.r1_gamma + (cfg.r1_gamma_end - cfg.r1_gamma) * done
+
+
 class GanStep:
     """Calling it runs one step on a real batch and returns [d_loss, g_loss, D(x), D(G(z))] without a host sync."""
 
@@ -84,14 +92,15 @@ class GanStep:
     discriminator: Discriminator
 
     def __init__(self, generator: Generator, discriminator: Discriminator, generator_ema: Generator,
-                 optim: OptimConfig, cfg: TrainConfig, batch_size: int, device: torch.device) -> None:
+                 optim: OptimConfig, cfg: TrainConfig, batch_size: int, device: torch.device, steps_per_epoch: int) -> None:
         self.generator, self.discriminator, self.generator_ema = generator, discriminator, generator_ema
-        self.cfg, self.batch_size, self.device = cfg, batch_size, device
+        self.cfg, self.batch_size, self.device, self.steps_per_epoch = cfg, batch_size, device, steps_per_epoch
         self.r1_batch = min(cfg.r1_batch or batch_size, batch_size)
         self.num_classes = generator.num_classes  # 0: unconditional
         # gamma/2 * E||grad_x D(x)||^2 on real images keeps D smooth where the data is (Mescheder et al.,
-        # 2018); lazy R1 weighs it by its interval so the strength is unchanged.
-        self.r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
+        # 2018); lazy R1 weighs it by its interval so the strength is unchanged. The weight is a device
+        # scalar, set before each step, so a gamma that moves over the epochs reaches CUDA graph replays too.
+        self.r1_weight = torch.full((), 0.5 * r1_gamma_at(cfg, 0, steps_per_epoch) * cfg.r1_every, device=device)
         self.precision = resolve_precision(cfg.precision, device)  # auto: bf16 on a CPU with bf16 matmuls, else fp32
         fp16 = self.precision == "fp16"
         # The whole step as CUDA graphs (gan/cuda_graph.py). Not under fp16, whose grad scalers read the
@@ -131,10 +140,11 @@ class GanStep:
 
     def r1_due(self, step: int) -> bool:
         """Lazy R1 (as StyleGAN2): the penalty on every ``r1_every``-th step, weighted by the interval."""
-        return self.cfg.r1_gamma > 0 and step % self.cfg.r1_every == 0
+        return r1_gamma_at(self.cfg, step, self.steps_per_epoch) > 0 and step % self.cfg.r1_every == 0
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None, step: int) -> torch.Tensor:
         """One step on ``real`` images and their ``labels`` (None for an unconditional model)."""
+        self.r1_weight.fill_(0.5 * r1_gamma_at(self.cfg, step, self.steps_per_epoch) * self.cfg.r1_every)
         weight: float | torch.Tensor = ema_weight(self.cfg.ema_decay, step)
         if self.ema_weight_on_device is not None:
             weight = self.ema_weight_on_device.fill_(weight)

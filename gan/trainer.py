@@ -78,7 +78,7 @@ class Trainer:
             raise GanError(f"the training labels go up to {int(self.labels.max())}, beyond model.num_classes={self.generator.num_classes}; "
                            f"set model.num_classes to at least {int(self.labels.max()) + 1}.")
         self.gan_step = GanStep(self.generator, self.discriminator, self.generator_ema, cfg.optim, cfg.train,
-                                self.batch_size, self.device)
+                                self.batch_size, self.device, self.steps_per_epoch)
         self.fixed_noise, self.fixed_labels = grid_inputs(cfg.grid_size, self.generator, seed=cfg.seed)
         self.hooks = epoch_hooks(*extra_hooks)
         self.tracker: Tracker = NoTracker()

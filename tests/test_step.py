@@ -15,7 +15,7 @@ import gan.device
 from gan.device import cpu_has_native_bf16, resolve_precision
 from gan.errors import GanError
 from gan.models import build_generator
-from gan.step import ema_weight, update_ema
+from gan.step import ema_weight, r1_gamma_at, update_ema
 from helpers.runs import assert_same_training_state, config, last_checkpoint, quick_config, run_quick
 from helpers.steps import make_step
 
@@ -236,3 +236,22 @@ def test_batch_must_split_into_packs_and_groups(tiny_mnist):
     assert quick_config(tiny_mnist, "data.batch_size=50", "model.d_mbstd_group=0").data.batch_size == 50
     with pytest.raises(GanError, match=r"train.r1_batch \(12\) must be a multiple of model.d_pack x model.d_mbstd_group \(8\)"):
         quick_config(tiny_mnist, "model.d_pack=2", "model.d_mbstd_group=4", "train.r1_batch=12")
+
+
+def test_r1_gamma_moves_linearly_to_its_end_over_the_decay_epochs_then_stays():
+    steady = make_step(r1_gamma=10.0)
+    moving = make_step(r1_gamma=10.0, r1_gamma_end=1.0, r1_decay_epochs=2)  # 10 steps an epoch (helpers.steps)
+    assert [r1_gamma_at(steady.cfg, s, 10) for s in (0, 10, 1000)] == [10.0, 10.0, 10.0], "no end: gamma stays"
+    assert [r1_gamma_at(moving.cfg, s, 10) for s in (0, 5, 10, 20, 1000)] == pytest.approx([10.0, 7.75, 5.5, 1.0, 1.0])
+    # The step weighs the penalty with the gamma of its step: at step 10 the moving schedule is gamma 5.5.
+    assert torch.allclose(discriminator_update(10, r1_gamma=10.0, r1_gamma_end=1.0, r1_decay_epochs=2),
+                          discriminator_update(10, r1_gamma=5.5), atol=1e-7)
+    assert torch.equal(discriminator_update(20, r1_gamma=0.0, r1_gamma_end=0.0, r1_decay_epochs=1),
+                       discriminator_update(20, r1_gamma=0.0)), "a schedule at 0 is no penalty"
+
+
+def test_a_schedule_that_rises_from_zero_starts_the_penalty_when_gamma_leaves_zero():
+    rising = make_step(r1_gamma=0.0, r1_gamma_end=4.0, r1_decay_epochs=1)
+    assert not rising.r1_due(0) and rising.r1_due(1)
+    assert torch.allclose(discriminator_update(5, r1_gamma=0.0, r1_gamma_end=4.0, r1_decay_epochs=1),
+                          discriminator_update(5, r1_gamma=2.0), atol=1e-7)

@@ -28,4 +28,4 @@ def make_step(*overrides: str, device: torch.device = CPU, **train_options: obje
     cfg = config("data.batch_size=64", *train, *overrides)
     torch.manual_seed(0)
     generator, discriminator = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
-    return GanStep(generator, discriminator, copy.deepcopy(generator), cfg.optim, cfg.train, 64, device)
+    return GanStep(generator, discriminator, copy.deepcopy(generator), cfg.optim, cfg.train, 64, device, steps_per_epoch=10)
