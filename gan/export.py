@@ -30,7 +30,8 @@ from gan.sampling import generate, noise, sample_labels, save_grid
 
 EXPORT_FORMAT = "mnist-gan-generator"  # config.json's "format" in a folder this module writes
 FORMATS = ("safetensors", "onnx")
-RECIPE_KEYS = {"optim": None, "data": ("batch_size",), "train": ("d_updates", "label_smoothing", "ema_decay", "r1_gamma", "r1_gamma_end", "r1_decay_epochs", "r1_every", "r1_batch")}
+RECIPE_KEYS = {"optim": None, "data": ("batch_size",),
+               "train": ("d_updates", "label_smoothing", "ema_decay", "r1_gamma", "r1_gamma_end", "r1_decay_epochs", "r1_every", "r1_batch")}
 
 
 def _final_evaluation(checkpoint: Path, ckpt: dict[str, Any], ema: bool) -> dict[str, Any] | None:
