@@ -16,7 +16,7 @@ import signal
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,13 @@ def _schema_hint(err: Any) -> Any:
     return None
 
 
+def _causes(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the errors it was raised from or while handling."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def config_error_sentence(err: BaseException) -> str:
     """One sentence for an error Hydra or OmegaConf raised while composing the command line."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -103,13 +110,16 @@ def config_error_sentence(err: BaseException) -> str:
     appended = re.search(r"An item is already at '([^']+)'", text)
     if appended:
         return f"{appended.group(1)} is already a config key, so it takes no +: write {appended.group(1)}=VALUE."
-    cause = err.__cause__ if err.__cause__ is not None else err
+    cause = next((c for c in _causes(err) if getattr(c, "full_key", None)), err)
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        # A key a YAML file of conf/ sets (not the command line) is named with its file.
+        in_file = re.match(r"In '([^']+)': ConfigKeyError", text)
+        where = f"conf/{in_file.group(1)}.yaml sets {key}, which" if in_file else key
         schema = getattr(cause, "object_type", None)
         if isinstance(schema, type) and hasattr(schema, "__dataclass_fields__"):
-            return unknown_key_sentence(key, schema)
-        return f"{key} is not a config key; check its spelling, or list every key with `python {script_name()} --cfg job`."
+            return unknown_key_sentence(where, schema)
+        return f"{where} is not a config key; check its spelling, or list every key with `python {script_name()} --cfg job`."
     if isinstance(cause, ValidationError) and key:
         value = getattr(cause, "value", None)
         hint = _schema_hint(cause)

@@ -13,6 +13,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from gan.cli import config_error_sentence
 from gan.config import GROUP_SCHEMAS, Config, SampleConfig, to_config
 from gan.errors import GanError
 from helpers.runs import CONF, REPO, compose_config, config
@@ -197,8 +198,11 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
     shutil.copytree(CONF, conf)
     (conf / "model" / "typo.yaml").write_text("defaults:\n  - base\n  - _self_\ng_hiden: [256, 512, 1024]\n")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        with pytest.raises((ConfigCompositionException, ConfigKeyError), match="g_hiden"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError), match="g_hiden") as raised:
             compose(config_name="config", overrides=["model=typo"])
+    sentence = config_error_sentence(raised.value)
+    assert sentence.startswith("conf/model/typo.yaml sets model.g_hiden, which is not a config key (known there: "), sentence
+    assert "g_hidden" in sentence and "\n" not in sentence
 
 
 @pytest.mark.parametrize(
