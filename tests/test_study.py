@@ -125,6 +125,41 @@ def test_an_interrupted_trial_runs_again_and_is_not_counted_twice(tmp_path, monk
     assert again.params == running.params and again.user_attrs["retry_of"] == running.number
 
 
+def sweeper_composing(accepts):
+    """The plugin's sweeper whose composition accepts the override lists ``accepts`` says yes to."""
+    from hydra.errors import ConfigCompositionException
+
+    from hydra_plugins.gan_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    def validate(batch):
+        if not accepts(batch[0]):
+            raise ConfigCompositionException("In 'train/default': ConfigKeyError raised while composing config:")
+
+    sweeper = OptunaSweeper.__new__(OptunaSweeper)
+    sweeper.validate_batch_is_legal = validate
+    return sweeper
+
+
+def test_a_trial_whose_values_do_not_compose_fails_and_a_config_that_never_composes_stops_the_sweep(tmp_path):
+    study = open_study(settings(tmp_path), lr_space(), [])
+    distributions = {"optim.lr": lr_space()[0].distribution}
+    trials = [study.ask(distributions) for _ in range(2)]
+    batch = [["+sweep=x", "optim.lr=bad"], ["+sweep=x", "optim.lr=0.0002"]]
+    numbers = [t.number for t in trials]
+    kept = sweeper_composing(lambda overrides: "optim.lr=bad" not in overrides)._composable(study, batch, numbers, ["+sweep=x"])
+    assert kept == ([batch[1]], [numbers[1]]), "the trial with a value the config refuses is left out, the other runs"
+    assert study.trials[numbers[0]].state == optuna.trial.TrialState.FAIL and trials_done(study) == 1
+
+    # A file of conf/ changed under the sweep: nothing composes, whatever the trial's values.
+    waiting = [study.ask(distributions) for _ in range(2)]
+    with pytest.raises(GanError, match=r"no trial can start, because the config itself no longer composes \(.*\); fix it and run the same"):
+        sweeper_composing(lambda overrides: False)._composable(study, [["+sweep=x", f"optim.lr={t.params['optim.lr']}"] for t in waiting],
+                                                            [t.number for t in waiting], ["+sweep=x"])
+    assert trials_done(study) == 1, "the trials the broken config met do not count towards n_trials"
+    again = [study.ask(distributions) for _ in range(2)]
+    assert [t.params for t in again] == [t.params for t in waiting], "their parameters run first when the study continues"
+
+
 def test_a_trial_of_a_sweep_that_died_is_found_by_its_missing_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr("gan.study.HEARTBEAT_S", 1)
     monkeypatch.setattr("gan.study.GRACE_S", 1)

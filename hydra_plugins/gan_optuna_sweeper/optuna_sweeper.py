@@ -95,7 +95,7 @@ class OptunaSweeper(Sweeper):
             batch = [[*fixed, *(f"{p.key}={studies.override_value(t.params[p.name])}" for p in parameters),
                       f"hydra.sweeper.trial={t.number}", f"hydra.sweeper.storage={studies.override_value(settings.storage)}",
                       f"hydra.sweeper.study_name={studies.override_value(settings.study_name)}"] for t in trials]
-            batch, numbers = self._composable(study, batch, numbers)
+            batch, numbers = self._composable(study, batch, numbers, fixed)
             if not batch:
                 continue
             try:
@@ -108,13 +108,16 @@ class OptunaSweeper(Sweeper):
         studies.log_best(study, sweep_dir)
         return returns
 
-    def _composable(self, study: Any, batch: List[List[str]], numbers: List[int]) -> Tuple[List[List[str]], List[int]]:
-        """The trials whose overrides compose; the others (a value the config's types refuse) fail in the study, which goes on."""
+    def _composable(self, study: Any, batch: List[List[str]], numbers: List[int], fixed: List[str]) -> Tuple[List[List[str]], List[int]]:
+        """The trials whose overrides compose; the others (a value the config's types refuse) fail in the study, which goes on.
+        When the config composes for no trial (a file of conf/ changed under a running sweep), the sweep stops and the
+        batch's parameters are queued again, so no trial is spent on it."""
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
         from gan import study as studies
         from gan.cli import config_error_sentence
+        from gan.errors import GanError
 
         kept: Tuple[List[List[str]], List[int]] = ([], [])
         for overrides, number in zip(batch, numbers):
@@ -122,12 +125,26 @@ class OptunaSweeper(Sweeper):
                 self.validate_batch_is_legal([overrides])
             except (HydraException, OmegaConfBaseException) as err:
                 reason = config_error_sentence(err)
+                if not self._composes(fixed):
+                    studies.retry_interrupted(study, numbers, "the config stopped composing")
+                    raise GanError(f"no trial can start, because the config itself no longer composes ({reason.rstrip('.')}); "
+                                   f"fix it and run the same command again, which continues the study with these trials' parameters.") from err
                 log.error("trial %d failed before it started: %s", number, reason)
                 studies.fail_trial(study, number, reason)
                 continue
             kept[0].append(overrides)
             kept[1].append(number)
         return kept
+
+    def _composes(self, overrides: List[str]) -> bool:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            self.validate_batch_is_legal([overrides])
+        except (HydraException, OmegaConfBaseException):
+            return False
+        return True
 
     def _launch(self, batch: List[List[str]], numbers: List[int]) -> List[Any]:
         """Launch the batch so that each job's number (and folder) is its trial's number."""
