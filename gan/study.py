@@ -330,19 +330,28 @@ def heartbeats(study: Any, numbers: list[int]) -> Iterator[None]:
 # -- a trial, inside its job -----------------------------------------------------------------------------
 @dataclass
 class Pruned:
-    """A trial the pruner stopped: its epoch, its value and the other trials' values it was compared with."""
+    """A trial the pruner stopped: its epoch, its value, the other trials' values there and the pruner's rule."""
 
     epoch: int
     value: float
     others: list[float]
     metric: str
     minimize: bool = True
+    pruner: str = "successive_halving"
+
+    def rule(self) -> str:
+        """Why a value like this one stops, in the pruner's own terms (Optuna's defaults, as build_pruner makes them)."""
+        trials = len(self.others) + 1
+        return {"successive_halving": f"successive halving goes on with the best {max(1, trials // 4)} of the {trials} trials at that epoch",
+                "median": "the median pruner goes on with the trials at least as good as the others' median there",
+                "hyperband": "hyperband goes on with the best trials of each of its brackets"}.get(self.pruner, f"the {self.pruner} pruner said so")
 
     def describe(self) -> str:
         if not self.others:
-            return f"pruned at epoch {self.epoch}: {self.metric} {self.value:.4g}"
-        return (f"pruned at epoch {self.epoch}: {self.metric} {self.value:.4g}, against a median of {statistics.median(self.others):.4g} "
-                f"(best {min(self.others) if self.minimize else max(self.others):.4g}) over {len(self.others)} other trials at that epoch")
+            return f"pruned at epoch {self.epoch}: {self.metric} {self.value:.4g}; {self.rule()}"
+        best = min(self.others) if self.minimize else max(self.others)
+        return (f"pruned at epoch {self.epoch}: {self.metric} {self.value:.4g}, against the other {len(self.others)} trials' best "
+                f"{best:.4g} and median {statistics.median(self.others):.4g} there; {self.rule()}")
 
 
 class TrialReport:
@@ -369,7 +378,7 @@ class TrialReport:
         if not self.trial.should_prune():
             return None
         self.pruned = Pruned(run.epoch, float(value), self._others_at(run.epoch), self.settings.objective,
-                             minimize=self.settings.direction == "minimize")
+                             minimize=self.settings.direction == "minimize", pruner=self.settings.pruner)
         record["pruned_at"] = run.epoch
         run.tracker.log({"trial_pruned_at": run.epoch}, run.step)
         log.info("trial %d %s", self.number, self.pruned.describe())

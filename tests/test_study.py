@@ -17,6 +17,7 @@ from gan.hooks import Stop
 from gan.rundir import read_status
 from gan.study import (
     Parameter,
+    Pruned,
     TrialReport,
     open_study,
     override_value,
@@ -197,10 +198,21 @@ def test_a_trial_that_trails_the_others_is_pruned_and_says_against_what(tmp_path
     view, logged = run_view(2)
     record = {"fid": 80.0}
     stop = report(view, record)
-    assert stop == Stop("pruned", "pruned at epoch 2: ema.fid 80, against a median of 55 (best 50) over 2 other trials at that epoch")
+    assert stop == Stop("pruned", "pruned at epoch 2: ema.fid 80, against the other 2 trials' best 50 and median 55 there; "
+                                  "the median pruner goes on with the trials at least as good as the others' median there")
     assert record["pruned_at"] == 2 and logged == [{"trial_pruned_at": 2}]
     report.finish({"fid": 80.0})
     assert study.trials[-1].state == optuna.trial.TrialState.PRUNED
+
+
+def test_a_pruned_trial_names_the_rule_of_its_pruner():
+    # Successive halving (the default) keeps the best quarter, at least one: a value better than the median is pruned too.
+    pruned = Pruned(5, 117.3, [139.4, 112.5, 123.7], "ema.fid", pruner="successive_halving")
+    assert pruned.describe() == ("pruned at epoch 5: ema.fid 117.3, against the other 3 trials' best 112.5 and median 123.7 there; "
+                                 "successive halving goes on with the best 1 of the 4 trials at that epoch")
+    assert "best 2 of the 8 trials" in Pruned(5, 1.0, [0.5] * 7, "ema.fid").describe()
+    assert Pruned(5, 0.2, [0.4, 0.6], "ema.recall", minimize=False, pruner="hyperband").describe().startswith(
+        "pruned at epoch 5: ema.recall 0.2, against the other 2 trials' best 0.6 and median 0.5 there; hyperband")
 
 
 def test_a_trial_ends_complete_with_its_objective_or_failed_with_why(tmp_path):
