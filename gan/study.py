@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ PRUNERS = ("successive_halving", "median", "hyperband", "none")
 HEARTBEAT_S = 30  # how often the sweeper marks its running trials alive
 GRACE_S = 120  # a running trial without a heartbeat for this long belongs to a sweep that died
 SQLITE_TIMEOUT_S = 60  # trials in several processes wait this long for SQLite's write lock
+CREATE_RACE_TRIES = 5  # tries to open a new database that another sweep is creating at the same moment
 
 
 @dataclass(frozen=True)
@@ -178,14 +180,22 @@ def open_storage(url: str) -> Any:
     import optuna
 
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9, unchanged since
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except Exception as err:  # SQLAlchemy's errors for a bad URL, a missing driver or an unwritable file
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GanError(f"cannot open the study's storage {url} ({reason}); give hydra.sweeper.storage a database URL "
-                       f"Optuna takes (sqlite:///path/study.db in a writable folder, postgresql://user@host/db).") from None
+    error: Exception = RuntimeError("no attempt")
+    for attempt in range(CREATE_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9, unchanged since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except Exception as err:  # SQLAlchemy's errors for a bad URL, a missing driver or an unwritable file
+            # Sweeps started together on a new database race to create its tables: the loser finds them made.
+            if "already exists" in str(err) and attempt + 1 < CREATE_RACE_TRIES:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            error = err
+            break
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise GanError(f"cannot open the study's storage {url} ({reason}); give hydra.sweeper.storage a database URL "
+                   f"Optuna takes (sqlite:///path/study.db in a writable folder, postgresql://user@host/db).") from None
 
 
 def build_sampler(settings: StudySettings, parameters: list[Parameter]) -> Any:

@@ -33,7 +33,7 @@ from gan.hooks import EpochEnd, Stop, epoch_hooks
 from gan.models import build_discriminator, build_generator
 from gan.sampling import grid_inputs
 from gan.signals import StopRequests
-from gan.step import GanStep
+from gan.step import GanStep, r1_gamma_at
 from gan.tracking import NoTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ class Trainer:
         means = (progress.total / max(progress.counted_steps, 1)).tolist()
         record = {"epoch": self.epoch, "step": self.step, **dict(zip(STATS, means)),
                   "images_per_s": self.steps_per_epoch * self.batch_size / seconds, "epoch_time_s": seconds,
-                  "lr_g": self.gan_step.opt_g.param_groups[0]["lr"], "lr_d": self.gan_step.opt_d.param_groups[0]["lr"]}
+                  "lr_g": self.gan_step.opt_g.param_groups[0]["lr"], "lr_d": self.gan_step.opt_d.param_groups[0]["lr"],
+                  "r1_gamma": r1_gamma_at(self.cfg.train, self.step, self.steps_per_epoch)}  # where a moving gamma stands
         self.history.append(record)
         log.info("epoch %d/%d  d_loss %.3f  g_loss %.3f  D(x) %.3f  D(G(z)) %.3f  %.0f img/s  %.1f s",
                  self.epoch, self.cfg.epochs, *means, record["images_per_s"], seconds)

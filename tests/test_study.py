@@ -114,6 +114,22 @@ def test_a_storage_that_cannot_be_opened_is_one_sentence(tmp_path):
         open_study(settings(tmp_path, storage="nosuchdb://x"), lr_space(), [])
 
 
+def test_a_sweep_that_loses_the_race_to_create_a_new_database_opens_it(tmp_path, monkeypatch):
+    calls = []
+
+    class Racing(optuna.storages.RDBStorage):
+        def __init__(self, url, **options):
+            calls.append(url)
+            if len(calls) == 1:  # what SQLite says when another process created the tables a moment before
+                raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
+            super().__init__(url, **options)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    monkeypatch.setattr("gan.study.time.sleep", lambda seconds: None)
+    study = open_study(settings(tmp_path), lr_space(), [])
+    assert len(calls) == 2 and study.study_name == "s"
+
+
 def test_an_interrupted_trial_runs_again_and_is_not_counted_twice(tmp_path, monkeypatch):
     study = open_study(settings(tmp_path), lr_space(), [])
     distributions = {"optim.lr": lr_space()[0].distribution}

@@ -188,6 +188,14 @@ def test_resuming_with_a_new_learning_rate_trains_at_that_rate(tiny_mnist, tmp_p
     assert all(group["betas"] == (0.9, 0.99) for group in groups)
 
 
+def test_a_moving_r1_gamma_is_recorded_each_epoch_and_continues_on_resume(tiny_mnist, tmp_path):
+    moving = ("train.r1_gamma=10", "train.r1_gamma_end=1", "train.r1_decay_epochs=2")
+    run_quick(tiny_mnist, tmp_path, "epochs=1", *moving)
+    run_quick(tiny_mnist, tmp_path, "epochs=3", "resume=auto", *moving)
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [row["r1_gamma"] for row in rows] == pytest.approx([5.5, 1.0, 1.0]), "halfway after one of two epochs, then its end"
+
+
 @pytest.fixture
 def collapsed_scores(monkeypatch):
     """Evaluations that score G-EMA and G as collapsed: two digit classes at >= 5%, recall 0."""
