@@ -144,7 +144,8 @@ class GanStep:
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None, step: int) -> torch.Tensor:
         """One step on ``real`` images and their ``labels`` (None for an unconditional model)."""
-        self.r1_weight.fill_(0.5 * r1_gamma_at(self.cfg, step, self.steps_per_epoch) * self.cfg.r1_every)
+        if self.cfg.r1_gamma_end is not None:  # a constant gamma keeps the weight set at the start
+            self.r1_weight.fill_(0.5 * r1_gamma_at(self.cfg, step, self.steps_per_epoch) * self.cfg.r1_every)
         weight: float | torch.Tensor = ema_weight(self.cfg.ema_decay, step)
         if self.ema_weight_on_device is not None:
             weight = self.ema_weight_on_device.fill_(weight)

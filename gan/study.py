@@ -180,7 +180,6 @@ def open_storage(url: str) -> Any:
     import optuna
 
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
-    error: Exception = RuntimeError("no attempt")
     for attempt in range(CREATE_RACE_TRIES):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9, unchanged since
@@ -191,11 +190,10 @@ def open_storage(url: str) -> Any:
             if "already exists" in str(err) and attempt + 1 < CREATE_RACE_TRIES:
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            error = err
-            break
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    raise GanError(f"cannot open the study's storage {url} ({reason}); give hydra.sweeper.storage a database URL "
-                   f"Optuna takes (sqlite:///path/study.db in a writable folder, postgresql://user@host/db).") from None
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise GanError(f"cannot open the study's storage {url} ({reason}); give hydra.sweeper.storage a database URL "
+                           f"Optuna takes (sqlite:///path/study.db in a writable folder, postgresql://user@host/db).") from None
+    raise AssertionError("the last try returns or raises")
 
 
 def build_sampler(settings: StudySettings, parameters: list[Parameter]) -> Any:

@@ -112,20 +112,16 @@ class OptunaSweeper(Sweeper):
         """The trials whose overrides compose; the others (a value the config's types refuse) fail in the study, which goes on.
         When the config composes for no trial (a file of conf/ changed under a running sweep), the sweep stops and the
         batch's parameters are queued again, so no trial is spent on it."""
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
         from gan import study as studies
         from gan.cli import config_error_sentence
         from gan.errors import GanError
 
         kept: Tuple[List[List[str]], List[int]] = ([], [])
         for overrides, number in zip(batch, numbers):
-            try:
-                self.validate_batch_is_legal([overrides])
-            except (HydraException, OmegaConfBaseException) as err:
+            err = self._composition_error(overrides)
+            if err is not None:
                 reason = config_error_sentence(err)
-                if not self._composes(fixed):
+                if self._composition_error(fixed) is not None:
                     studies.retry_interrupted(study, numbers, "the config stopped composing")
                     raise GanError(f"no trial can start, because the config itself no longer composes ({reason.rstrip('.')}); "
                                    f"fix it and run the same command again, which continues the study with these trials' parameters.") from err
@@ -136,15 +132,16 @@ class OptunaSweeper(Sweeper):
             kept[1].append(number)
         return kept
 
-    def _composes(self, overrides: List[str]) -> bool:
+    def _composition_error(self, overrides: List[str]) -> Optional[BaseException]:
+        """What Hydra or OmegaConf raises composing ``overrides``, or None when they compose."""
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
         try:
             self.validate_batch_is_legal([overrides])
-        except (HydraException, OmegaConfBaseException):
-            return False
-        return True
+        except (HydraException, OmegaConfBaseException) as err:
+            return err
+        return None
 
     def _launch(self, batch: List[List[str]], numbers: List[int]) -> List[Any]:
         """Launch the batch so that each job's number (and folder) is its trial's number."""
