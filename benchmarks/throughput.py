@@ -1,6 +1,6 @@
 """Steps/s of the training step train.py runs, next to the reference loop's, measured side by side.
 
-    python -m benchmarks.throughput --data-root ../shared/data [--config "train.r1_gamma=0" ...]
+    python -m benchmarks.throughput --data-root ../shared/data [--config "train.r1_gamma=0 train.r1_gamma_end=null" ...]
 
 Each ``--config`` is a set of train.py overrides; the config is composed from conf/ exactly as train.py
 composes it (the default recipe when no override is given), and its step is the Trainer's own GanStep on
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="./data", help="folder holding MNIST/raw (default: ./data)")
     parser.add_argument("--config", action="append", default=None,
-                        help='train.py overrides of one loop, e.g. "train.r1_gamma=0 model.d_dropout=0" (repeatable; default: the default recipe)')
+                        help='train.py overrides of one loop, e.g. "train.r1_gamma=0 train.r1_gamma_end=null" for R1 off '
+                             '(repeatable; default: the default recipe)')
     parser.add_argument("--steps", type=int, default=320, help="timed steps per repeat (a multiple of train.r1_every)")
     parser.add_argument("--warmup", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)

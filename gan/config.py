@@ -133,7 +133,7 @@ class TrainConfig:
     d_updates: str = MISSING  # joint: one D step on real+fake; separate: two (real, then fake)
     label_smoothing: float = MISSING  # one-sided: D's target for real images is 1 - label_smoothing
     ema_decay: float = MISSING  # generator EMA; step t uses min(ema_decay, (1+t)/(10+t))
-    r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)
+    r1_gamma: float = MISSING  # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0 with r1_gamma_end null: off)
     r1_gamma_end: float | None = MISSING  # null: gamma stays r1_gamma; else it moves linearly there over r1_decay_epochs
     r1_decay_epochs: int = MISSING  # epochs over which gamma moves from r1_gamma to r1_gamma_end
     r1_every: int = MISSING  # lazy R1: the penalty every N steps, weighted by N

@@ -102,6 +102,10 @@ class Trainer:
         self.tracker_run_id = self.tracker.run_id or self.tracker_run_id
         log.info("training on %s in %s: %d images, %d steps per epoch, epochs %d..%d", self.device, self.gan_step.precision,
                  len(self.images), self.steps_per_epoch, self.epoch + 1, self.cfg.epochs)
+        train = self.cfg.train
+        if train.r1_gamma_end is not None:  # one override (train.r1_gamma=0) does not turn a schedule off: say it
+            log.info("R1 gamma moves linearly from %g to %g over the first %d epochs, then stays (train.r1_gamma_end=null keeps %g)",
+                     train.r1_gamma, train.r1_gamma_end, train.r1_decay_epochs, train.r1_gamma)
         with self.stop_requests.installed():
             while self.epoch < self.cfg.epochs:
                 # 1. The epoch's steps (continuing mid-epoch after a resume).

@@ -125,8 +125,10 @@ def test_seed_replica_is_the_reference_recipe_and_differs_from_the_default_where
     default, replica = config(), config("experiment=seed_replica")
     assert replica.optim.betas == [0.9, 0.999] and replica.optim.lr == pytest.approx(2e-4)
     assert (replica.train.d_updates, replica.train.label_smoothing, replica.train.r1_gamma) == ("separate", 0.0, 0.0)
+    assert replica.train.r1_gamma_end is None, "the reference has no R1 at all"
     assert (replica.model.d_dropout, replica.epochs, replica.data.batch_size) == (0.0, 50, 64)
     assert (default.train.d_updates, default.train.label_smoothing, default.train.r1_gamma) == ("joint", 0.1, 10.0)
+    assert (default.train.r1_gamma_end, default.train.r1_decay_epochs) == (1.0, 20), "gamma 10 falls to 1 over 20 epochs"
     assert default.model.d_mbstd_group == 4 and replica.model.d_mbstd_group == 0
     assert dataclasses.replace(default.model, d_mbstd_group=0) == replica.model and default.data.batch_size == replica.data.batch_size
 
@@ -222,7 +224,7 @@ def test_typo_in_a_yaml_option_fails_at_composition(tmp_path):
         ("train.r1_gamma=-1", "train.r1_gamma must be 0 or more"),
         ("train.r1_every=0", "train.r1_every must be positive"),
         ("train.r1_gamma_end=-1", "train.r1_gamma_end must be 0 or more"),
-        ("train.r1_gamma_end=1", r"train.r1_gamma_end=1.0 needs train.r1_decay_epochs of 1 or more"),
+        ("train.r1_decay_epochs=0", r"train.r1_gamma_end=1.0 needs train.r1_decay_epochs of 1 or more"),
         ("train.r1_decay_epochs=-2", "train.r1_decay_epochs must be 0 or more"),
         ("train.compile_mode=fastest", "train.compile_mode"),
         ("wandb.mode=sometimes", "wandb.mode must be one of"),

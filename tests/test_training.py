@@ -129,10 +129,10 @@ def test_resume_with_another_architecture_names_keys_and_overrides(tiny_mnist, t
         ("grid_ema=false", "train.ema_decay=0.0"),
         ("train.r1_every=16",),
         ("train.r1_every=4", "train.d_updates=separate"),
-        ("train.r1_gamma=0",),
+        ("train.r1_gamma=0", "train.r1_gamma_end=null"),  # R1 off
         ("train.precision=fp16",),
         ("train.compile=true",),  # lazy R1: eager D on R1 steps, compiled D otherwise
-        ("train.compile=true", "train.r1_gamma=0"),
+        ("train.compile=true", "train.r1_gamma=0", "train.r1_gamma_end=null"),
         ("train.precision=bf16", "train.d_updates=separate"),
         ("model=conditional", "train.d_updates=separate"),
     ],
@@ -161,8 +161,8 @@ def test_subset_trains_on_fewer_images(tmp_path):
 
 
 def test_r1_penalty_changes_the_discriminator_update(tiny_mnist, tmp_path):
-    run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "train.r1_gamma=0")
-    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "train.r1_gamma=10")
+    run_quick(tiny_mnist, tmp_path / "plain", "epochs=1", "train.r1_gamma=0", "train.r1_gamma_end=null")
+    run_quick(tiny_mnist, tmp_path / "r1", "epochs=1", "train.r1_gamma=10", "train.r1_gamma_end=null")
     plain, r1 = (last_checkpoint(tmp_path / name) for name in ("plain", "r1"))
     assert not torch.equal(plain["discriminator"]["net.0.weight"], r1["discriminator"]["net.0.weight"])
     # The penalty pulls D's input gradients down: the first layer ends up with smaller weights.
@@ -188,9 +188,11 @@ def test_resuming_with_a_new_learning_rate_trains_at_that_rate(tiny_mnist, tmp_p
     assert all(group["betas"] == (0.9, 0.99) for group in groups)
 
 
-def test_a_moving_r1_gamma_is_recorded_each_epoch_and_continues_on_resume(tiny_mnist, tmp_path):
+def test_a_moving_r1_gamma_is_recorded_each_epoch_and_continues_on_resume(tiny_mnist, tmp_path, caplog):
     moving = ("train.r1_gamma=10", "train.r1_gamma_end=1", "train.r1_decay_epochs=2")
-    run_quick(tiny_mnist, tmp_path, "epochs=1", *moving)
+    with caplog.at_level(logging.INFO, logger="gan.trainer"):
+        run_quick(tiny_mnist, tmp_path, "epochs=1", *moving)
+    assert "R1 gamma moves linearly from 10 to 1 over the first 2 epochs, then stays (train.r1_gamma_end=null keeps 10)" in caplog.text
     run_quick(tiny_mnist, tmp_path, "epochs=3", "resume=auto", *moving)
     rows = read_metrics_csv(tmp_path / "metrics.csv")
     assert [row["r1_gamma"] for row in rows] == pytest.approx([5.5, 1.0, 1.0]), "halfway after one of two epochs, then its end"

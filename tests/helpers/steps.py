@@ -20,10 +20,11 @@ def override(key: str, value: object) -> str:
 
 
 def make_step(*overrides: str, device: torch.device = CPU, **train_options: object) -> GanStep:
-    """The step of ``python train.py data.batch_size=64 train.r1_batch=null train.precision=fp32 OVERRIDES`` on
-    freshly seeded models (R1 on the whole batch and fp32, whatever this machine's ``auto`` precision is,
-    unless ``r1_batch`` or ``precision`` is given); ``train_options`` are train.* values."""
-    defaults = {"r1_batch": None, "precision": "fp32"}
+    """The step of ``python train.py data.batch_size=64 train.r1_batch=null train.r1_gamma_end=null
+    train.precision=fp32 OVERRIDES`` on freshly seeded models (R1 on the whole batch at a constant gamma, and
+    fp32 whatever this machine's ``auto`` precision is, unless ``r1_batch``, ``r1_gamma_end`` or ``precision``
+    is given); ``train_options`` are train.* values."""
+    defaults = {"r1_batch": None, "r1_gamma_end": None, "precision": "fp32"}
     train = [override(f"train.{key}", value) for key, value in {**defaults, **train_options}.items()]
     cfg = config("data.batch_size=64", *train, *overrides)
     torch.manual_seed(0)
