@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from gan.columns import DIGITS, HIGHER_IS_BETTER, REPORT_COLUMNS
 from gan.errors import GanError, exit_on_user_error
 from gan.history import read_metrics_csv
-from gan.rundir import RunState, read_status
+from gan.rundir import RunState, latest_launch_record, read_status
 from gan.study_report import is_study, write_study_summary
 
 
@@ -42,8 +42,8 @@ def job_dirs(directory: Path) -> list[Path]:
 
 
 def _hydra_record(job_dir: Path) -> Any:
-    """The run's .hydra/hydra.yaml (its config choices and naming rules), or None when it has none."""
-    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    """The latest launch's hydra.yaml (its config choices and naming rules), or None when it has none."""
+    hydra_file = latest_launch_record(job_dir) / "hydra.yaml"
     return OmegaConf.load(hydra_file) if hydra_file.is_file() else None
 
 
@@ -53,8 +53,8 @@ def _override_key(override: str) -> str:
 
 
 def _run_values(job_dir: Path, hydra: Any, keys: list[str], overrides: list[str]) -> dict[str, Any]:
-    """The values ``keys`` had in the run: a config group's choice (e.g. model: small), else the composed value."""
-    config_file = job_dir / ".hydra" / "config.yaml"
+    """The values ``keys`` had in the run's latest launch: a config group's choice (e.g. model: small), else the composed value."""
+    config_file = latest_launch_record(job_dir) / "config.yaml"
     choices = OmegaConf.select(hydra, "hydra.runtime.choices", default={}) if hydra is not None else {}
     config = OmegaConf.load(config_file) if config_file.is_file() else None
     given = {_override_key(o): _parse_value(o.partition("=")[2]) for o in overrides}
@@ -116,9 +116,11 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for directory in directories:
         for job_dir in job_dirs(directory):
+            # A run extended or resumed with other values (epochs=100) is described by its latest launch.
+            record = latest_launch_record(job_dir)
             hydra = _hydra_record(job_dir)
             ignored = _ignored_keys(hydra)  # left out, as they are from the run's W&B name
-            overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml") if _override_key(str(o)) not in ignored]
+            overrides = [str(o) for o in OmegaConf.load(record / "overrides.yaml") if _override_key(str(o)) not in ignored]
             # A job's number alone would be ambiguous among several directories: name its sweep too.
             single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
             name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"
@@ -141,7 +143,7 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
             wandb = _read_job_file(job_dir, "wandb.json", lambda path: json.loads(path.read_text()), damaged)  # written by the run's tracker
             if isinstance(wandb, dict):
                 row["wandb"] = wandb
-            config = _read_job_file(job_dir, ".hydra/config.yaml", OmegaConf.load, damaged)
+            config = _read_job_file(job_dir, str(record.relative_to(job_dir) / "config.yaml"), OmegaConf.load, damaged)
             state = _state(job_dir, config, row.get("epoch"))
             row["status"] = state.describe() + (f" (damaged: {', '.join(damaged)})" if damaged else "")
             row["_finished"] = state.status == "finished" and not damaged

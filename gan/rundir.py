@@ -206,6 +206,13 @@ def has_record(run_dir: Path) -> bool:
     return (run_dir / RECORD_DIR / "config.yaml").is_file()
 
 
+def latest_launch_record(run_dir: Path) -> Path:
+    """The record of the run's latest launch, what it trains to now: its newest ``.hydra/launches/NNN/``, else ``.hydra/``."""
+    record = run_dir / RECORD_DIR
+    later = [p for p in (record / "launches").glob("[0-9][0-9][0-9]") if (p / "config.yaml").is_file()]
+    return max(later, key=lambda p: int(p.name)) if later else record
+
+
 def write_launch_record(run_dir: Path, files: dict[str, str]) -> Path:
     """Write this launch's record (file name -> YAML text): ``.hydra/`` for the run's first, ``.hydra/launches/NNN/`` after."""
     record = run_dir / RECORD_DIR

@@ -92,6 +92,20 @@ def test_report_gives_each_setting_its_mean_and_spread_over_seeds(tmp_path):
         assert [row["job"] for row in csv.DictReader(f)] == ["default-s0", "mbstd-s0", "mbstd-seeds/0", "mbstd-seeds/1", "gamma-sweep/1", "mbstd-s3"]
 
 
+def test_an_extended_run_is_reported_by_its_latest_launch(tmp_path):
+    # `python train.py optim.lr=0.0001`, then `... epochs=100 resume=auto` in the same folder: a run of 100
+    # epochs, the seed 0 of the brief's command beside seed 1 launched with epochs=100 from the start.
+    finished_run(tmp_path / "first" / "0", "optim.lr=0.0001", fid=7.5, epoch=50)
+    finished_run(tmp_path / "first" / "0", "optim.lr=0.0001", "epochs=100", "resume=auto", fid=4.0, epoch=100)
+    finished_run(tmp_path / "more" / "1", "optim.lr=0.0001", "epochs=100", "seed=1", fid=5.0, epoch=100)
+    table = write_summary([tmp_path / "first", tmp_path / "more"], out=tmp_path)
+    lines = table.splitlines()
+    assert lines[0].startswith("| job | status | seed | fid |"), "the runs differ only by seed: epochs is no column"
+    assert "| **first/0** (best) | finished | 0 | 4 |" in table and "job first/0 (optim.lr=0.0001 epochs=100)" in table
+    over_seeds = lines[lines.index("| seeds | fid | recall | precision | digit range | collapsed |"):]
+    assert over_seeds[2] == "| 0,1 | 4.5 ± 0.71 | 0 ± 0 | 0.75 ± 0 | 10.0-10.0% | 0 |", "one recipe over two seeds"
+
+
 def test_a_seed_launched_alone_joins_the_seeds_of_its_sweep(tmp_path):
     finished_run(tmp_path / "seeds" / "0", "seed=0", "+sweep=seeds", fid=8.0)
     finished_run(tmp_path / "seeds" / "1", "seed=1", "+sweep=seeds", fid=9.0)

@@ -89,16 +89,21 @@ def start_script(*args: str, data_root: Path | None = None) -> subprocess.Popen:
 def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recall: float = 0.0, shares: list[float] | None = None,
                  wandb: dict[str, Any] | None = None, status: str | None = "finished", epoch: int = 50) -> None:
     """A run directory as train.py leaves it, holding only what report.py reads: the overrides, the composed
-    config, its status, and (when given) the final evaluation and the tracker's wandb.json."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    config, its status, and (when given) the final evaluation and the tracker's wandb.json. Called again on
+    the same folder, it is a later launch of that run (resume=auto epochs=100): its record goes to
+    ``.hydra/launches/NNN/`` and its status and evaluation replace the earlier ones."""
+    record = run_dir / ".hydra"
+    if record.is_dir():
+        record = record / "launches" / f"{2 + len(list((record / 'launches').glob('[0-9][0-9][0-9]'))):03d}"
+    record.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
     hydra = compose_config(*overrides, hydra=True).hydra  # the parts of Hydra's record that report.py reads
     exclude_keys = list(hydra.job.config.override_dirname.exclude_keys)
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": OmegaConf.to_container(hydra.runtime.choices)},
                                                "job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}),
-                   run_dir / ".hydra" / "hydra.yaml")
+                   record / "hydra.yaml")
     composed = compose_config(*overrides)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(composed, record / "config.yaml")
     if status is not None:
         (run_dir / "status.json").write_text(json.dumps({"status": status, "epoch": epoch, "epochs": composed.epochs, "reason": None}))
     if fid is not None:
