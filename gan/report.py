@@ -41,9 +41,9 @@ def job_dirs(directory: Path) -> list[Path]:
     return sorted((p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")), key=_job_sort_key)
 
 
-def _hydra_record(job_dir: Path) -> Any:
-    """The latest launch's hydra.yaml (its config choices and naming rules), or None when it has none."""
-    hydra_file = latest_launch_record(job_dir) / "hydra.yaml"
+def _hydra_record(record: Path) -> Any:
+    """A launch record's hydra.yaml (its config choices and naming rules), or None when it has none."""
+    hydra_file = record / "hydra.yaml"
     return OmegaConf.load(hydra_file) if hydra_file.is_file() else None
 
 
@@ -52,9 +52,9 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _run_values(job_dir: Path, hydra: Any, keys: list[str], overrides: list[str]) -> dict[str, Any]:
-    """The values ``keys`` had in the run's latest launch: a config group's choice (e.g. model: small), else the composed value."""
-    config_file = latest_launch_record(job_dir) / "config.yaml"
+def _run_values(record: Path, hydra: Any, keys: list[str], overrides: list[str]) -> dict[str, Any]:
+    """The values ``keys`` had in the launch ``record``: a config group's choice (e.g. model: small), else the composed value."""
+    config_file = record / "config.yaml"
     choices = OmegaConf.select(hydra, "hydra.runtime.choices", default={}) if hydra is not None else {}
     config = OmegaConf.load(config_file) if config_file.is_file() else None
     given = {_override_key(o): _parse_value(o.partition("=")[2]) for o in overrides}
@@ -118,13 +118,13 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
         for job_dir in job_dirs(directory):
             # A run extended or resumed with other values (epochs=100) is described by its latest launch.
             record = latest_launch_record(job_dir)
-            hydra = _hydra_record(job_dir)
+            hydra = _hydra_record(record)
             ignored = _ignored_keys(hydra)  # left out, as they are from the run's W&B name
             overrides = [str(o) for o in OmegaConf.load(record / "overrides.yaml") if _override_key(str(o)) not in ignored]
             # A job's number alone would be ambiguous among several directories: name its sweep too.
             single = len(directories) == 1 or (job_dir == directory and not job_dir.name.isdigit())
             name = job_dir.name if single else f"{job_dir.parent.name}/{job_dir.name}"
-            row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_dir": job_dir, "_hydra": hydra}
+            row: dict[str, Any] = {"job": name, "overrides": " ".join(overrides), "_record": record, "_hydra": hydra}
             damaged: list[str] = []
             history = _read_job_file(job_dir, "metrics.csv", read_metrics_csv, damaged)
             if history:
@@ -151,8 +151,8 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     # Every key any run overrides, valued from each run's composed config: a run that left it alone shows its default.
     keys = overridden_keys(rows)
     for row in rows:
-        job_dir, hydra = row.pop("_dir"), row.pop("_hydra")
-        row.update(_run_values(job_dir, hydra, keys, row["overrides"].split()))
+        record, hydra = row.pop("_record"), row.pop("_hydra")
+        row.update(_run_values(record, hydra, keys, row["overrides"].split()))
     return rows
 
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from gan.checkpoint import load_checkpoint
 from gan.config import CONF_DIR, Config, compose
 from gan.run import train
+from gan.rundir import write_launch_record
 from helpers.mnist_files import real_mnist_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,18 +93,13 @@ def finished_run(run_dir: Path, *overrides: str, fid: float | None = None, recal
     config, its status, and (when given) the final evaluation and the tracker's wandb.json. Called again on
     the same folder, it is a later launch of that run (resume=auto epochs=100): its record goes to
     ``.hydra/launches/NNN/`` and its status and evaluation replace the earlier ones."""
-    record = run_dir / ".hydra"
-    if record.is_dir():
-        record = record / "launches" / f"{2 + len(list((record / 'launches').glob('[0-9][0-9][0-9]'))):03d}"
-    record.mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
     hydra = compose_config(*overrides, hydra=True).hydra  # the parts of Hydra's record that report.py reads
     exclude_keys = list(hydra.job.config.override_dirname.exclude_keys)
-    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": OmegaConf.to_container(hydra.runtime.choices)},
-                                               "job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}),
-                   record / "hydra.yaml")
+    hydra_record = {"hydra": {"runtime": {"choices": OmegaConf.to_container(hydra.runtime.choices)},
+                              "job": {"config": {"override_dirname": {"exclude_keys": exclude_keys}}}}}
     composed = compose_config(*overrides)
-    OmegaConf.save(composed, record / "config.yaml")
+    write_launch_record(run_dir, {"overrides.yaml": OmegaConf.to_yaml(list(overrides)), "hydra.yaml": OmegaConf.to_yaml(hydra_record),
+                                  "config.yaml": OmegaConf.to_yaml(composed)})
     if status is not None:
         (run_dir / "status.json").write_text(json.dumps({"status": status, "epoch": epoch, "epochs": composed.epochs, "reason": None}))
     if fid is not None:
